@@ -1,0 +1,183 @@
+"""Functional cores of the second-order statistics.
+
+Axis names: ``b`` batch (or batch x heads), ``r`` channels, ``m`` tokens.
+Every function here takes channel-major token sets ``z: (b, r, m)`` -- each of the
+``r`` channel rows is one observation in ``R^m`` -- and computes in at least float32
+with autocast disabled, because distances and covariances built from Gram matrices
+lose everything to cancellation in bf16/fp16. float64 inputs stay float64 (for
+``torch.autograd.gradcheck``).
+
+Optional ``mask: (b, m)`` (True = real token) removes padded tokens exactly: they
+are zeroed before the Gram matrix and the token count ``m`` becomes the number of
+real tokens per sample.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, TypeVar
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "bdc",
+    "bdc_scale",
+    "covariance",
+    "double_centre",
+    "isqrt_newton_schulz",
+    "pairwise_distances",
+    "token_counts",
+    "triu_flatten",
+]
+
+F = TypeVar("F", bound=Callable[..., Tensor])
+
+
+def float32_stats(fn: F) -> F:
+    """Run ``fn`` with autocast off and its floating tensor arguments in >= float32."""
+
+    @functools.wraps(fn)
+    def wrapper(z: Tensor, *args, **kwargs):
+        dtype = torch.promote_types(z.dtype, torch.float32)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return fn(z.to(dtype), *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def token_counts(z: Tensor, mask: Tensor | None) -> Tensor:
+    """Number of real tokens per sample as ``(b, 1, 1)``, in at least float32."""
+    dtype = torch.promote_types(z.dtype, torch.float32)
+    if mask is None:
+        return torch.full((z.shape[0], 1, 1), z.shape[-1], dtype=dtype, device=z.device)
+    return mask.sum(-1, dtype=dtype).view(-1, 1, 1)
+
+
+def _zero_padding(z: Tensor, mask: Tensor | None) -> Tensor:
+    return z if mask is None else z.masked_fill(~mask.unsqueeze(1), 0)
+
+
+def bdc_scale(z: Tensor, mask: Tensor | None = None) -> Tensor:
+    """The reference scale ``1 / (2 m)`` per sample, ``(b, 1, 1)``, m = real tokens."""
+    return 0.5 / token_counts(z, mask)
+
+
+@float32_stats
+def pairwise_distances(
+    z: Tensor, scale: float | Tensor | None = None, eps: float = 1e-5, mask: Tensor | None = None
+) -> Tensor:
+    """Euclidean distances between the channel rows of each token set.
+
+    ``a_kl = sqrt(max(0, g_kk + g_ll - 2 g_kl) * scale + eps)`` with ``G = z z^T``.
+
+    Args:
+        z: token sets ``(b, r, m)``.
+        scale: multiplies the squared distances; ``None`` means ``1 / (2 m)``.
+            A float or a tensor broadcastable to ``(b, 1, 1)``.
+        eps: added inside the square root (keeps the gradient finite at 0).
+        mask: optional ``(b, m)`` boolean, True = real token.
+
+    Returns:
+        ``(b, r, r)`` symmetric distance matrices.
+    """
+    z = _zero_padding(z, mask)
+    if scale is None:
+        scale = bdc_scale(z, mask)
+    gram = z @ z.transpose(-1, -2)  # b r r
+    sq_norms = gram.diagonal(dim1=-2, dim2=-1)  # b r
+    sq_dist = (sq_norms.unsqueeze(-1) + sq_norms.unsqueeze(-2) - 2 * gram).clamp_min(0)
+    return torch.sqrt(sq_dist * scale + eps)
+
+
+def double_centre(a: Tensor) -> Tensor:
+    """``A = a - row_mean - col_mean + grand_mean`` over the last two axes, in O(r^2)."""
+    row = a.mean(dim=-1, keepdim=True)
+    col = a.mean(dim=-2, keepdim=True)
+    return a - row - col + row.mean(dim=-2, keepdim=True)
+
+
+@float32_stats
+def bdc(
+    z: Tensor, scale: float | Tensor | None = None, eps: float = 1e-5, mask: Tensor | None = None
+) -> Tensor:
+    """Brownian distance covariance matrix of each token set.
+
+    Each of the ``r`` channel rows of ``z`` is one observation; the result is the
+    double-centred pairwise distance matrix ``A`` (METHOD.md section 2). For two
+    token sets with equal ``r``, ``(A * A').sum() / r**2`` is the squared sample
+    distance covariance of the paired rows (exactly so with ``scale=1, eps=0``).
+
+    Args:
+        z: token sets ``(b, r, m)``.
+        scale: multiplies squared distances; ``None`` means ``1 / (2 m)`` with
+            ``m`` the number of real tokens.
+        eps: added inside the square root.
+        mask: optional ``(b, m)`` boolean padding mask, True = real token.
+
+    Returns:
+        ``(b, r, r)`` symmetric, double-centred matrices in float32 (or float64).
+    """
+    return double_centre(pairwise_distances(z, scale=scale, eps=eps, mask=mask))
+
+
+@float32_stats
+def covariance(z: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Biased covariance ``Sigma = z_c z_c^T / m`` of the channel rows over tokens.
+
+    Args:
+        z: token sets ``(b, r, m)``.
+        mask: optional ``(b, m)`` boolean padding mask, True = real token.
+
+    Returns:
+        ``(b, r, r)`` covariance matrices (divisor ``m`` = real tokens, as in GCP).
+    """
+    count = token_counts(z, mask)
+    z = _zero_padding(z, mask)
+    centred = _zero_padding(z - z.sum(-1, keepdim=True) / count, mask)
+    return centred @ centred.transpose(-1, -2) / count
+
+
+@float32_stats
+def isqrt_newton_schulz(sigma: Tensor, iterations: int = 5, eps: float = 1e-8) -> Tensor:
+    """Matrix square root of SPD matrices by iSQRT-COV (Li et al., CVPR 2018).
+
+    Trace pre-normalisation ``A = sigma / tr(sigma)`` puts the spectrum in (0, 1]
+    where the coupled Newton-Schulz iteration ``T = (3I - Z Y) / 2, Y <- Y T,
+    Z <- T Z`` converges to ``Y -> A^(1/2)``; post-compensation multiplies by
+    ``sqrt(tr(sigma))`` so that ``Y @ Y ~= sigma``. Only matrix products: fast on
+    GPUs and differentiable by autograd.
+
+    Args:
+        sigma: ``(b, r, r)`` symmetric positive semi-definite matrices.
+        iterations: Newton-Schulz steps (5 in the paper; more for tighter roots).
+        eps: added to the trace so an all-zero matrix stays finite.
+
+    Returns:
+        ``(b, r, r)`` approximate square roots.
+    """
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    trace = sigma.diagonal(dim1=-2, dim2=-1).sum(-1).view(-1, 1, 1) + eps
+    y = sigma / trace
+    eye = torch.eye(sigma.shape[-1], dtype=sigma.dtype, device=sigma.device).expand_as(sigma)
+    z = eye
+    for _ in range(iterations):
+        t = 0.5 * (3 * eye - z @ y)
+        y, z = y @ t, t @ z
+    return y * trace.sqrt()
+
+
+def triu_flatten(a: Tensor, index: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Upper triangle (diagonal included) of ``(..., r, r)`` as ``(..., r (r + 1) / 2)``.
+
+    Args:
+        a: square matrices ``(..., r, r)``.
+        index: precomputed ``torch.triu_indices(r, r)`` rows and columns on
+            ``a.device`` (modules keep it as a buffer so nothing is rebuilt per call).
+    """
+    if index is None:
+        rows, cols = torch.triu_indices(a.shape[-1], a.shape[-1], device=a.device)
+    else:
+        rows, cols = index
+    return a[..., rows, cols]
