@@ -1,0 +1,243 @@
+"""One battery for every registered pooler, plus pooler-specific references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import DIM, make_batch
+
+import dalip
+from dalip.pooling import functional as Fn
+from dalip.pooling import value_checks
+
+ALL = dalip.list_poolers()
+SMALL = {"reduced_dim": 6}  # keeps second-order outputs small in the battery
+OPTIONS = {"cls": {}, "mean": {}, "mbdc_paper": {"reduced_dim": 6}}
+
+
+def build(name: str, **extra):
+    return dalip.create_pooler(name, dim=DIM, **{**OPTIONS.get(name, SMALL), **extra})
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_defaults_work(name):
+    pool = dalip.create_pooler(name, dim=DIM)
+    tokens, mask, guide = make_batch()
+    assert pool(tokens, mask=mask, guide=guide).shape == (3, pool.out_dim)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_backward_shapes(name):
+    pool = build(name)
+    tokens, mask, guide = make_batch()
+    tokens.requires_grad_(True)
+    guide.requires_grad_(True)
+    out = pool(tokens, mask=mask, guide=guide)
+    assert out.shape == (3, pool.out_dim) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    out.square().sum().backward()
+    grads = [p.grad for p in pool.parameters()] + [tokens.grad if name != "cls" else guide.grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    if name != "cls":  # padded tokens receive no gradient
+        assert torch.all(tokens.grad[~mask] == 0)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_padded_tokens_have_no_influence(name, train):
+    pool = build(name).train(train)
+    tokens, mask, guide = make_batch()
+    changed = tokens.clone()
+    changed[~mask] = torch.randn_like(changed[~mask]) * 100
+    torch.manual_seed(1)
+    a = pool(tokens, mask=mask, guide=guide)
+    torch.manual_seed(1)  # same dropout draws
+    b = pool(changed, mask=mask, guide=guide)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_mask_equals_truncation_in_eval(name):
+    pool = build(name).eval()
+    tokens, mask, guide = make_batch()
+    padded = pool(tokens, mask=mask, guide=guide)
+    for i in range(tokens.shape[0]):
+        n = int(mask[i].sum())
+        alone = pool(tokens[i : i + 1, :n], guide=guide[i : i + 1])
+        torch.testing.assert_close(padded[i : i + 1], alone, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("shape", [(1, 7), (4, 1), (1, 1)], ids=["batch1", "one_token", "batch1_one_token"])
+def test_small_shapes(name, shape):
+    pool = build(name)
+    b, n = shape
+    tokens, _, guide = make_batch(b=b, n=n)
+    for train in (True, False):
+        out = pool.train(train)(tokens, guide=guide)
+        assert out.shape == (b, pool.out_dim) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_float64(name):
+    pool = build(name).double().eval()
+    tokens, mask, guide = make_batch(dtype=torch.float64)
+    assert pool(tokens, mask=mask, guide=guide).dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_bf16_autocast_close_to_float32(name):
+    pool = build(name).eval()
+    tokens, mask, guide = make_batch(b=4, n=24)
+    reference = pool(tokens, mask=mask, guide=guide)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = pool(tokens, mask=mask, guide=guide)
+    assert torch.isfinite(low).all()
+    error = (low.float() - reference).norm() / reference.norm()
+    assert error < 0.05, f"{name}: relative error {error:.3g} under bf16 autocast"
+
+
+@pytest.mark.parametrize("name", ["mean", "cov", "mbdc"])
+def test_torch_compile_runs(name):
+    pool = build(name).eval()
+    tokens, mask, guide = make_batch()
+    compiled = torch.compile(pool)
+    torch.testing.assert_close(compiled(tokens, mask=mask, guide=guide), pool(tokens, mask=mask, guide=guide))
+
+
+# ----------------------------------------------------------------- bad input
+@pytest.mark.parametrize("name", ALL)
+def test_bad_input_errors(name):
+    pool = build(name)
+    tokens, mask, guide = make_batch()
+    with pytest.raises(ValueError, match=r"shape \(B, N, C\)"):
+        pool(tokens[0], guide=guide)
+    with pytest.raises(ValueError, match="C=16 channels"):
+        pool(tokens[..., :16], guide=guide[:, :16])
+    with pytest.raises(ValueError, match="mask must have shape"):
+        pool(tokens, mask=mask[:, :-1], guide=guide)
+    with pytest.raises(TypeError, match="mask must be boolean"):
+        pool(tokens, mask=mask.float(), guide=guide)
+    with pytest.raises(ValueError, match="guide must have shape"):
+        pool(tokens, mask=mask, guide=guide[:2])
+    with pytest.raises(TypeError, match="floating-point"):
+        pool(tokens.long(), guide=guide)
+    empty = mask.clone()
+    empty[1] = False
+    with pytest.raises(ValueError, match=r"every token is masked out in batch row\(s\) \[1\]"):
+        pool(tokens, mask=empty, guide=guide)
+    with value_checks(False):  # the check can be switched off for sync-free loops
+        pool(tokens, mask=mask, guide=guide)
+
+
+@pytest.mark.parametrize("name", ["cls", "mbdc", "mbdc_paper"])
+def test_missing_guide(name):
+    tokens, _, _ = make_batch()
+    with pytest.raises(ValueError, match="needs guide"):
+        build(name)(tokens)
+
+
+def test_integer_mask_is_accepted_like_hf_attention_masks():
+    pool = build("mean")
+    tokens, mask, _ = make_batch()
+    torch.testing.assert_close(pool(tokens, mask=mask.long()), pool(tokens, mask=mask))
+
+
+@pytest.mark.parametrize(
+    "name, options, match",
+    [
+        ("mbdc", {"heads": 5}, "not divisible by heads=5"),
+        ("mbdc", {"heads": 0}, "heads must be"),
+        ("mbdc", {"norm": "group"}, "norm must be one of"),
+        ("mbdc", {"dropout": 1.5}, "dropout"),
+        ("bdc", {"eps": -1.0}, "eps"),
+        ("cov", {"iterations": 0}, "iterations"),
+        ("mean", {"dim": 0}, "dim must be a positive int"),
+    ],
+)
+def test_bad_construction(name, options, match):
+    options = {"dim": DIM, **options}
+    with pytest.raises(ValueError, match=match):
+        dalip.create_pooler(name, **options)
+
+
+# -------------------------------------------------------- specific references
+def test_cls_and_mean():
+    tokens, mask, guide = make_batch()
+    assert torch.equal(build("cls")(tokens, guide=guide), guide)
+    expected = torch.stack([tokens[i, mask[i]].mean(0) for i in range(3)])
+    torch.testing.assert_close(build("mean")(tokens, mask=mask), expected)
+
+
+def test_cov_without_reduction_is_torch_cov():
+    pool = dalip.create_pooler("cov", dim=5, reduced_dim=None, triu=False)
+    tokens = torch.randn(2, 30, 5, dtype=torch.float64)
+    out = pool.double()(tokens).view(2, 5, 5)
+    for i in range(2):
+        torch.testing.assert_close(out[i], torch.cov(tokens[i].T, correction=0))
+    assert dalip.create_pooler("cov", dim=5, reduced_dim=None).out_dim == 15
+
+
+def test_isqrt_cov_output_squares_to_covariance():
+    pool = dalip.create_pooler("isqrt_cov", dim=4, reduced_dim=None, triu=False, iterations=25).double()
+    tokens = torch.randn(3, 200, 4, dtype=torch.float64)
+    root = pool(tokens).view(3, 4, 4)
+    sigma = torch.stack([torch.cov(t.T, correction=0) for t in tokens])
+    torch.testing.assert_close(root @ root, sigma, atol=1e-7, rtol=1e-6)
+
+
+def test_bdc_pooler_without_reduction_is_the_functional_core():
+    pool = dalip.create_pooler("bdc", dim=6, reduced_dim=None)
+    tokens = torch.randn(2, 9, 6)
+    expected = Fn.triu_flatten(Fn.bdc(tokens.transpose(1, 2)))
+    torch.testing.assert_close(pool(tokens), expected)
+    assert pool.out_dim == 21
+
+
+def test_bdc_learnable_temperature_starts_at_reference_and_learns():
+    tokens = torch.randn(2, 9, 6)
+    fixed = dalip.create_pooler("bdc", dim=6, reduced_dim=None)
+    learn = dalip.create_pooler("bdc", dim=6, reduced_dim=None, learn_scale=True)
+    torch.testing.assert_close(fixed(tokens), learn(tokens))
+    learn(tokens).sum().backward()
+    assert learn.scale.log_temperature.grad is not None
+
+
+def test_mbdc_paper_parameter_count():
+    pool = dalip.create_pooler("mbdc_paper", dim=768)
+    assert sum(p.numel() for p in pool.parameters()) == 22_629_528
+    assert (pool.heads, pool.reduced_dim, pool.stat_dim, pool.out_dim) == (4, 46, 4324, 768)
+
+
+def test_mbdc_heads_are_independent_bdc_blocks():
+    """Head k's statistic depends only on channel block k of the (projected) tokens."""
+    pool = dalip.create_pooler("mbdc", dim=DIM, heads=4, reduced_dim=5, in_proj=False, norm="none").eval()
+    tokens, mask, guide = make_batch()
+    a = pool.statistics(tokens, mask, guide)
+    assert a.shape == (3, 4, 5, 5)
+    changed = tokens.clone()
+    changed[..., 8:16] += torch.randn(3, 11, 8)  # head 1's channels only
+    b = pool.statistics(changed, mask, guide)
+    assert torch.allclose(a[:, [0, 2, 3]], b[:, [0, 2, 3]]) and not torch.allclose(a[:, 1], b[:, 1])
+    # and head 0 equals the functional BDC of its reduced, guide-weighted block
+    d = DIM // 4
+    x0 = tokens[..., :d]
+    w = dalip.pooling.guide_weights(x0[:, None], guide[:, None, :d], mask)[:, 0]
+    z0 = torch.relu(pool.reduce.linear(x0 * w[..., None])).transpose(1, 2)
+    torch.testing.assert_close(a[:, 0], Fn.bdc(z0, mask=mask))
+
+
+def test_mbdc_without_guide_weighting_needs_no_guide_and_options_change_params():
+    tokens, mask, _ = make_batch()
+    pool = dalip.create_pooler("mbdc", dim=DIM, guide_weighting=False, reduced_dim=4)
+    assert pool(tokens, mask=mask).shape == (3, DIM)
+    shared = dalip.create_pooler("mbdc", dim=DIM, heads=4, reduced_dim=4)
+    per_head = dalip.create_pooler("mbdc", dim=DIM, heads=4, reduced_dim=4, shared_reduction=False)
+    assert per_head.reduce.weight.shape == (4, 8, 4) and shared.reduce.linear.weight.shape == (4, 8)
+    assert dalip.create_pooler("mbdc", dim=DIM, out_dim=10)(tokens, guide=tokens[:, 0]).shape == (3, 10)
+
+
+def test_guide_weights_are_uniform_for_equal_similarities():
+    x = torch.ones(2, 3, 5, 4)  # every token identical -> equal cosine
+    w = dalip.pooling.guide_weights(x, torch.randn(2, 3, 4), None)
+    torch.testing.assert_close(w, torch.ones(2, 3, 5))
