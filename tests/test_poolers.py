@@ -8,15 +8,15 @@ from conftest import DIM, make_batch
 
 import dalip
 from dalip.pooling import functional as Fn
-from dalip.pooling import value_checks
+from dalip.pooling import POOLERS, value_checks
 
 ALL = dalip.list_poolers()
-SMALL = {"reduced_dim": 6}  # keeps second-order outputs small in the battery
-OPTIONS = {"cls": {}, "mean": {}, "mbdc_paper": {"reduced_dim": 6}}
 
 
 def build(name: str, **extra):
-    return dalip.create_pooler(name, dim=DIM, **{**OPTIONS.get(name, SMALL), **extra})
+    """The pooler at test size: a small reduced dimension wherever it has one."""
+    small = {"reduced_dim": 6} if "reduced_dim" in POOLERS.get(name).signature.parameters else {}
+    return dalip.create_pooler(name, dim=DIM, **{**small, **extra})
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -103,6 +103,16 @@ def test_torch_compile_runs(name):
     tokens, mask, guide = make_batch()
     compiled = torch.compile(pool)
     torch.testing.assert_close(compiled(tokens, mask=mask, guide=guide), pool(tokens, mask=mask, guide=guide))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_no_device_specific_tensors_in_forward(name):
+    """Runs on the meta device: nothing inside forward is pinned to the CPU."""
+    pool = build(name).to("meta")
+    tokens, mask, guide = (t.to("meta") for t in make_batch())
+    with value_checks(False):  # meta tensors have no values to check
+        out = pool(tokens, mask=mask, guide=guide)
+    assert out.device.type == "meta" and out.shape == (3, pool.out_dim)
 
 
 # ----------------------------------------------------------------- bad input

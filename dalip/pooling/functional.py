@@ -40,6 +40,8 @@ def float32_stats(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(z: Tensor, *args, **kwargs):
         dtype = torch.promote_types(z.dtype, torch.float32)
+        if not torch.amp.is_autocast_available(z.device.type):  # e.g. the meta device
+            return fn(z.to(dtype), *args, **kwargs)
         with torch.autocast(device_type=z.device.type, enabled=False):
             return fn(z.to(dtype), *args, **kwargs)
 
