@@ -1,5 +1,15 @@
-"""Models: towers and offline pretrained weights."""
+"""Models: token extraction from open_clip towers, the DALIP wrapper, configs, checkpoints."""
 
+from .checkpoint import LoadReport, load_checkpoint, read_state_dict
+from .configs import MODEL_CONFIGS, ModelConfig
+from .dalip_model import DALIPModel
+from .factory import create_model, get_tokenizer, list_models
+from .heads import PooledHead
 from .pretrained import efficientnet_lite0_weights, load_efficientnet_lite0
+from .tokens import TowerOutput, extract_image_tokens, extract_text_tokens
 
-__all__ = ["efficientnet_lite0_weights", "load_efficientnet_lite0"]
+__all__ = [
+    "DALIPModel", "LoadReport", "MODEL_CONFIGS", "ModelConfig", "PooledHead", "TowerOutput",
+    "create_model", "efficientnet_lite0_weights", "extract_image_tokens", "extract_text_tokens",
+    "get_tokenizer", "list_models", "load_checkpoint", "load_efficientnet_lite0", "read_state_dict",
+]

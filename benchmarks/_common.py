@@ -1,0 +1,87 @@
+"""Shared set-up for the pooling benchmarks: variants, inputs and one fwd+bwd step.
+
+A *variant* is a module plus a closure running one forward + backward
+(``output.sum().backward()``) on fixed inputs. Tokens and guide require grad
+(in training they come from the backbone), parameter gradients are reset to
+``None`` before every step (as ``optimizer.zero_grad()`` does), so no variant pays
+for gradient accumulation.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_HERE)
+for _p in (_ROOT, _HERE):  # dalip need not be installed; benchmarks/ modules import as top-level
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import dalip  # noqa: E402
+from fast_mbdc import FastMBDC  # noqa: E402
+from floor_mbdc import FloorMBDC  # noqa: E402
+from reference_mbdc import ReferenceMBDC  # noqa: E402
+
+DIM, HEADS, REDUCED = 768, 4, 46
+#: the three variants the goals are about, plus the prototype
+MAIN_VARIANTS = ("mbdc_paper", "baseline", "floor", "fast_mbdc")
+
+
+@dataclass
+class Variant:
+    name: str
+    module: nn.Module
+    run: Callable[[], torch.Tensor]  # forward only; returns the output
+    inputs: tuple[torch.Tensor, ...] = ()  # leaves whose .grad is reset too
+
+    def zero_grad(self) -> None:
+        for p in self.module.parameters():
+            p.grad = None
+        for t in self.inputs:
+            t.grad = None
+
+    def step(self) -> None:
+        """One forward + backward, parameter and input grads reset (to None) first."""
+        self.zero_grad()
+        self.run().float().sum().backward()
+
+
+def make_inputs(batch: int, tokens: int = 196, dim: int = DIM, device: str = "cpu", seed: int = 0):
+    """``tokens (B, N, C)`` and ``guide (B, C)``, both requiring grad."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, tokens, dim, generator=gen).to(device).requires_grad_()
+    g = torch.randn(batch, dim, generator=gen).to(device).requires_grad_()
+    return x, g
+
+
+def build_variant(name: str, x: torch.Tensor, g: torch.Tensor, seed: int = 0) -> Variant:
+    """``name`` is a registered pooler, or ``baseline`` / ``floor`` / ``fast_mbdc``."""
+    torch.manual_seed(seed)
+    device = x.device
+    if name == "baseline":
+        mod = ReferenceMBDC(DIM, HEADS, REDUCED, dropout=0.5).to(device).train()
+        return Variant(name, mod, lambda: mod(x, guide=g), (x, g))
+    if name == "floor":
+        mod = FloorMBDC(DIM, HEADS, REDUCED).to(device).train()
+        stats = mod.make_stats(x)
+        return Variant(name, mod, lambda: mod(x, g, stats), (x, g, stats))
+    if name == "fast_mbdc":
+        mod = FastMBDC(
+            DIM, heads=HEADS, reduced_dim=REDUCED, guide_weighting=True, in_proj=True,
+            shared_reduction=True, norm="batch", dropout=0.5, square_proj=True,
+        ).to(device).train()
+        return Variant(name, mod, lambda: mod(x, guide=g), (x, g))
+    mod = dalip.create_pooler(name, dim=DIM).to(device).train()
+    guide = g if mod.requires_guide else None
+    return Variant(name, mod, lambda: mod(x, guide=guide), (x, g))
+
+
+def all_variant_names() -> list[str]:
+    """Every registered pooler, then the baseline, the floor and the prototype."""
+    return list(dalip.list_poolers()) + ["baseline", "floor", "fast_mbdc"]

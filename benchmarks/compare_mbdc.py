@@ -1,0 +1,286 @@
+"""mbdc_paper vs the published-code baseline vs the matrix-multiply floor, in one run.
+
+Measures forward + backward (``output.sum().backward()``) of every pooler, the
+baseline (:mod:`reference_mbdc`), the floor (:mod:`floor_mbdc`) and the prototype
+(:mod:`fast_mbdc`) at ViT-B/16 shapes (N = 196 patch tokens + the guide, C = 768):
+
+* time: median (and min) over ``--repeats`` steps after ``--warmup`` steps; the four
+  MBDC variants are timed round-robin (one step each, in turn) so that load from
+  other processes hits them alike;
+* peak memory, CPU: the peak of the bytes live in PyTorch's CPU allocator during one
+  warmed-up step, counted from the step's start (so parameters and inputs are not
+  in it; the parameter gradients are). Read from the ``Total Allocated`` field of
+  the ``[memory]`` events of ``torch.profiler.profile(profile_memory=True)``, which
+  the CPU allocator updates on every allocation and free. ``tracemalloc`` cannot
+  see these allocations. Each variant is measured in a fresh subprocess. As a
+  cross-check the same subprocess reports the rise of its max RSS
+  (``resource.getrusage``) over its very first step (no warm-up there, so it also
+  includes one-off allocator / oneDNN set-up and glibc heap slack);
+* peak memory, CUDA (when available): ``torch.cuda.max_memory_allocated()`` over
+  one step minus the memory allocated before it, at ``--cuda-batch`` (256), in
+  float32 and under bf16 autocast.
+
+Writes a markdown report (``--out``, default ``benchmarks/results/pooling_cpu.md``;
+CUDA results go to ``pooling_cuda.md`` next to it) and prints it.
+
+    python benchmarks/compare_mbdc.py              # CPU (+ CUDA if present)
+    python benchmarks/compare_mbdc.py --repeats 21 --no-memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+import _common as C  # noqa: N812  (also puts the repo root on sys.path)
+
+GOALS = {"speedup": 1.4, "floor": 1.5, "memory": 1.0}
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------- timing
+def time_variants(variants, repeats: int, warmup: int, device: str, autocast: torch.dtype | None = None):
+    """Round-robin timing; returns {name: [seconds per step]}."""
+    ctx = (lambda: torch.autocast(device_type=device, dtype=autocast)) if autocast else None
+    times = {v.name: [] for v in variants}
+    for i in range(warmup + repeats):
+        for v in variants:
+            v.zero_grad()
+            sync(device)
+            t0 = time.perf_counter()
+            if ctx:
+                with ctx():
+                    out = v.run()
+                out.float().sum().backward()
+            else:
+                v.step()
+            sync(device)
+            if i >= warmup:
+                times[v.name].append(time.perf_counter() - t0)
+    return times
+
+
+# ----------------------------------------------------------------------------- memory
+def _trace_peak(prof) -> int:
+    """Peak of the allocator's live bytes over a profiled region, from the region's start.
+
+    ``Total Allocated`` is a process-wide counter that only sees frees of blocks
+    allocated while profiling, so it is taken relative to its value just before the
+    first event of the region (this is why each variant is measured in a fresh process).
+    """
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        prof.export_chrome_trace(f.name)
+        with open(f.name) as fh:
+            trace = json.load(fh)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    mem = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
+    if not mem:
+        return 0
+    base = mem[0]["args"]["Total Allocated"] - mem[0]["args"]["Bytes"]
+    return max(e["args"]["Total Allocated"] for e in mem) - base
+
+
+def memory_worker(name: str, batch: int) -> None:
+    """Subprocess entry: print {"rss_rise", "peak"} (bytes) for one variant.
+
+    ``rss_rise``: rise of the max RSS over the very first step (``ru_maxrss``, KiB on
+    Linux). ``peak``: allocator peak over a later, warmed-up step (:func:`_trace_peak`).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    x, g = C.make_inputs(batch)
+    v = C.build_variant(name, x, g)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    v.step()
+    rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+    v.step()
+    v.zero_grad()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        v.step()
+    print(json.dumps({"rss_rise": rss, "peak": _trace_peak(prof)}))
+
+
+def cpu_memory(name: str, batch: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--memory-worker", name, "--batch", str(batch)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def cuda_peak_bytes(v: C.Variant, autocast: torch.dtype | None) -> int:
+    v.step()  # warm-up
+    v.zero_grad()
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    if autocast is None:
+        v.step()
+    else:
+        with torch.autocast(device_type="cuda", dtype=autocast):
+            out = v.run()
+        out.float().sum().backward()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+# ----------------------------------------------------------------------------- report
+def fmt_ms(ts) -> tuple[str, str]:
+    return f"{1e3 * statistics.median(ts):.1f}", f"{1e3 * min(ts):.1f}"
+
+
+def ratios(times, peaks, note: str) -> list[str]:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    lines = []
+
+    def line(label, value, goal, ok):
+        lines.append(f"- {label}: **{value:.2f}** (goal {goal}: {'met' if ok else 'MISSED'})")
+
+    for who in ("mbdc_paper", "fast_mbdc"):
+        if who not in med:
+            continue
+        tag = "" if who == "mbdc_paper" else " [prototype fast_mbdc]"
+        s = med["baseline"] / med[who]
+        line(f"speedup = baseline / {who}{tag}", s, ">= 1.4", s >= GOALS["speedup"])
+        f = med[who] / med["floor"]
+        line(f"floor ratio = {who} / floor{tag}", f, "<= 1.5", f <= GOALS["floor"])
+        if peaks and who in peaks and peaks.get("baseline"):
+            m = peaks[who] / peaks["baseline"]
+            line(f"memory ratio = {who} peak / baseline peak{tag}", m, "< 1", m < GOALS["memory"])
+    lines.append(f"- ratios use medians{note}")
+    return lines
+
+
+def table(names, times, peaks, rss=None) -> list[str]:
+    head = "| variant | fwd+bwd median (ms) | min (ms) | peak memory (MiB) |"
+    sep = "|---|---:|---:|---:|"
+    if rss:
+        head += " max-RSS rise, fresh process (MiB) |"
+        sep += "---:|"
+    rows = [head, sep]
+    for n in names:
+        if n not in times:
+            continue
+        med, mn = fmt_ms(times[n])
+        pk = f"{peaks[n] / 2**20:.1f}" if peaks and n in peaks else "-"
+        row = f"| {n} | {med} | {mn} | {pk} |"
+        if rss:
+            row += f" {rss[n] / 2**20:.1f} |" if n in rss else " - |"
+        rows.append(row)
+    return rows
+
+
+def run_device(device: str, args) -> list[str]:
+    batch = args.batch if device == "cpu" else args.cuda_batch
+    x, g = C.make_inputs(batch, device=device)
+    names = C.all_variant_names()
+    variants = {n: C.build_variant(n, x, g) for n in names}
+    main = [variants[n] for n in C.MAIN_VARIANTS]
+    rest = [variants[n] for n in names if n not in C.MAIN_VARIANTS]
+    lines = []
+    modes = [(None, "float32")] + ([(torch.bfloat16, "bf16 autocast")] if device == "cuda" else [])
+    for autocast, label in modes:
+        print(f"[{device} {label}] timing {len(main)} MBDC variants x {args.repeats} ...", file=sys.stderr)
+        times = time_variants(main, args.repeats, args.warmup, device, autocast)
+        print(f"[{device} {label}] timing {len(rest)} other poolers ...", file=sys.stderr)
+        times.update(time_variants(rest, max(3, args.repeats // 2), 1, device, autocast))
+        peaks, rss = {}, {}
+        if not args.no_memory:
+            print(f"[{device} {label}] memory ...", file=sys.stderr)
+            for n in C.MAIN_VARIANTS:
+                if device == "cpu":
+                    mem = cpu_memory(n, batch)
+                    peaks[n], rss[n] = mem["peak"], mem["rss_rise"]
+                else:
+                    peaks[n] = cuda_peak_bytes(variants[n], autocast)
+        order = list(C.MAIN_VARIANTS) + [n for n in names if n not in C.MAIN_VARIANTS]
+        lines += [f"### {device}, B={batch}, N=196 (+ guide), C=768, {label}", ""]
+        lines += table(order, times, peaks, rss) + [""]
+        lines += ratios(times, peaks, f" over {args.repeats} round-robin steps after {args.warmup} warm-up") + [""]
+    return lines
+
+
+def header(device: str, args) -> list[str]:
+    name = cpu_name() if device == "cpu" else torch.cuda.get_device_name()
+    load = os.getloadavg()
+    return [
+        f"# Pooling benchmark: mbdc_paper vs baseline vs floor ({device})",
+        "",
+        f"- device: {name} ({os.cpu_count()} logical CPUs visible)" + ("" if device == "cpu" else f", host CPU {cpu_name()}"),
+        f"- torch {torch.__version__}, {torch.get_num_threads()} threads (torch default), Python {platform.python_version()}",
+        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- command: `{' '.join(shlex.quote(a) for a in [os.path.relpath(sys.executable), *sys.argv])}`",
+        f"- load average at start (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
+        " (other processes on the machine inflate and scatter the times; compare the ratios)",
+        "- step = forward + `output.sum().backward()`; tokens and guide require grad; parameter grads reset to None"
+        " before each step; modules in train mode (dropout 0.5 and batch statistics active)",
+        "- variants: `baseline` = benchmarks/reference_mbdc.py (published formulation: loop over heads, all-ones"
+        " centring, CPU-built triu index, no count factor); `floor` = benchmarks/floor_mbdc.py (dense layers only);"
+        " `fast_mbdc` = benchmarks/fast_mbdc.py (prototype of proposed dalip changes, not part of dalip)",
+        "- peak memory: " + (
+            "peak bytes live in the PyTorch CPU allocator during one warmed-up step, from its start"
+            " (profiler `[memory]` events, `Total Allocated`), parameter gradients included"
+            if device == "cpu" else "`torch.cuda.max_memory_allocated()` during one step minus allocated before it"
+        ),
+        "",
+    ]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=32, help="CPU batch size (default 32)")
+    ap.add_argument("--cuda-batch", type=int, default=256, help="CUDA batch size (default 256)")
+    ap.add_argument("--repeats", type=int, default=15, help="timed steps per MBDC variant (default 15)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="auto: CPU, and CUDA too when available")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "pooling_cpu.md"))
+    ap.add_argument("--memory-worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.memory_worker:
+        memory_worker(args.memory_worker, args.batch)
+        return
+    devices = ["cpu"] if args.device == "cpu" else ["cuda"] if args.device == "cuda" else (
+        ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    for device in devices:
+        lines = header(device, args) + run_device(device, args)
+        lines.append(f"- load average at end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        text = "\n".join(lines) + "\n"
+        out = args.out if device == "cpu" else os.path.join(os.path.dirname(args.out), "pooling_cuda.md")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "w") as fh:
+            fh.write(text)
+        print(text)
+        print(f"written: {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

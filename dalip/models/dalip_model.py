@@ -1,0 +1,172 @@
+"""The DALIP wrapper: any open_clip model plus first- and second-order heads."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .heads import PooledHead
+from .tokens import TowerOutput, extract_image_tokens, extract_text_tokens, image_tower_kind, text_tower_kind
+
+__all__ = ["DALIPModel", "Embedding"]
+
+Embedding = Literal["combined", "first", "second"]
+TOWERS = ("image", "text")
+
+
+def _per_tower(value: Any, what: str) -> dict[str, Any]:
+    """``x`` or ``{"image": x, "text": y}`` -> ``{"image": ..., "text": ...}``."""
+    if isinstance(value, Mapping) and value and set(value) <= set(TOWERS):
+        return {t: value.get(t) for t in TOWERS}
+    if isinstance(value, Mapping) and set(value) & set(TOWERS):
+        raise ValueError(f"{what}: mix of per-tower keys and other keys: {sorted(value)}")
+    return {t: value for t in TOWERS}
+
+
+def _token_width(clip: nn.Module, tower: str, kind: str) -> int:
+    if tower == "image":
+        visual = clip.visual
+        return visual.transformer.width if kind == "vit" else visual.trunk.num_features
+    if kind == "builtin":
+        return clip.transformer.width
+    if kind == "transformer":
+        return clip.text.transformer.width
+    from open_clip.hf_configs import arch_dict
+
+    config = clip.text.config
+    return getattr(config, arch_dict[config.model_type]["config_names"]["width"])
+
+
+class DALIPModel(nn.Module):
+    """An open_clip model whose towers also feed first- and second-order heads.
+
+    Args:
+        clip: any open_clip ``CLIP`` / ``CustomTextCLIP`` model.
+        embed_dim: the shared embedding width E (the towers' output width).
+        first_order: ``"tower"`` (the tower's own pooled output, as in CLIP) or a
+            pooler name (``"mean"``, ``"cls"``) applied to the tokens; one value or
+            ``{"image": ..., "text": ...}``.
+        second_order: a pooler name (``"mbdc"``, ``"cov"``, ``"bdc"`` ...) or
+            None for plain CLIP; one value or per tower.
+        second_options: pooler options, shared or ``{"image": {...}, "text": {...}}``.
+        alpha: weight of the first-order similarity in the combined embedding
+            returned by :meth:`encode_image` / :meth:`encode_text`.
+        separate_second_scale: a second learnable logit scale for the second-order
+            pair (output key ``second_logit_scale``).
+
+    ``model(images, texts)`` returns a dict with stable keys ``image_features``,
+    ``text_features`` (first order, L2-normalised, ``(B, E)``), ``image_second``,
+    ``text_second`` (second order, L2-normalised ``(B, E)``, or None),
+    ``logit_scale`` (exp'd), and ``logit_bias`` / ``second_logit_scale`` when used.
+    """
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        embed_dim: int,
+        first_order: str | Mapping[str, str] = "tower",
+        second_order: str | None | Mapping[str, str | None] = "mbdc",
+        second_options: Mapping[str, Any] | None = None,
+        alpha: float = 0.5,
+        separate_second_scale: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.clip, self.embed_dim, self.alpha = clip, embed_dim, alpha
+        self.image_kind, self.text_kind = image_tower_kind(clip.visual), text_tower_kind(clip)
+        firsts = _per_tower(first_order, "first_order")
+        seconds = _per_tower(second_order, "second_order")
+        options = _per_tower(second_options or {}, "second_options")
+        kinds = {"image": self.image_kind, "text": self.text_kind}
+        self.first_heads = nn.ModuleDict()
+        self.second_heads = nn.ModuleDict()
+        for tower in TOWERS:
+            width = _token_width(clip, tower, kinds[tower])
+            if firsts[tower] not in ("tower", None):
+                self.first_heads[tower] = PooledHead(firsts[tower], width, embed_dim)
+            if seconds[tower] is not None:
+                self.second_heads[tower] = PooledHead(seconds[tower], width, embed_dim, options[tower])
+        if len(self.second_heads) == 1:
+            raise ValueError(f"second_order is set for one tower only ({list(self.second_heads)}); set both or neither")
+        self.second_logit_scale = (
+            nn.Parameter(torch.tensor(math.log(1 / 0.07))) if separate_second_scale and self.second_heads else None
+        )
+        self.first_order, self.second_order = firsts, seconds
+
+    @property
+    def has_second_order(self) -> bool:
+        return len(self.second_heads) > 0
+
+    # ------------------------------------------------------------------ towers
+    def image_tower(self, images: Tensor) -> TowerOutput:
+        """Tokens, guide and own output of the image tower for ``images (B, 3, H, W)``."""
+        if images.ndim != 4:
+            raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+        return extract_image_tokens(self.clip.visual, images, self.image_kind)
+
+    def text_tower(self, texts: Tensor) -> TowerOutput:
+        """Tokens, mask, guide and own output of the text tower for token ids ``(B, L)``."""
+        if texts.ndim != 2 or texts.is_floating_point():
+            raise ValueError(f"texts must be integer token ids of shape (B, L), got {texts.dtype} {tuple(texts.shape)}")
+        return extract_text_tokens(self.clip, texts, self.text_kind)
+
+    def _embed(self, tower: str, out: TowerOutput) -> tuple[Tensor, Tensor | None]:
+        first = self.first_heads[tower](out) if tower in self.first_heads else out.pooled
+        second = self.second_heads[tower](out) if tower in self.second_heads else None
+        return F.normalize(first, dim=-1), None if second is None else F.normalize(second, dim=-1)
+
+    def _combine(self, first: Tensor, second: Tensor | None, embedding: Embedding) -> Tensor:
+        if embedding == "first" or second is None:
+            if embedding == "second":
+                raise ValueError("this model has no second-order head")
+            return first
+        if embedding == "second":
+            return second
+        if embedding != "combined":
+            raise ValueError(f"embedding must be 'combined', 'first' or 'second', got {embedding!r}")
+        # dot products of these concatenations are alpha * first-sim + (1 - alpha) * second-sim
+        return torch.cat([math.sqrt(self.alpha) * first, math.sqrt(1 - self.alpha) * second], dim=-1)
+
+    # --------------------------------------------------------------- public API
+    def encode_image(self, images: Tensor, normalize: bool = True, embedding: Embedding = "combined") -> Tensor:
+        """ONE embedding tensor per image, so standard zero-shot / retrieval code works.
+
+        ``"combined"`` concatenates the normalised first- and second-order embeddings
+        scaled by ``sqrt(alpha)`` and ``sqrt(1 - alpha)`` (unit norm; its dot product
+        is the mixed similarity). ``normalize`` is accepted for open_clip
+        compatibility; the outputs are always unit vectors.
+        """
+        return self._combine(*self._embed("image", self.image_tower(images)), embedding)
+
+    def encode_text(self, texts: Tensor, normalize: bool = True, embedding: Embedding = "combined") -> Tensor:
+        """ONE embedding tensor per text; see :meth:`encode_image`."""
+        return self._combine(*self._embed("text", self.text_tower(texts)), embedding)
+
+    def forward(self, images: Tensor, texts: Tensor) -> dict[str, Tensor | None]:
+        """Both towers and all heads; returns the stable output dict (see class docs)."""
+        if images.shape[0] != texts.shape[0]:
+            raise ValueError(f"image and text batch sizes differ: {images.shape[0]} images, {texts.shape[0]} texts")
+        image_first, image_second = self._embed("image", self.image_tower(images))
+        text_first, text_second = self._embed("text", self.text_tower(texts))
+        out: dict[str, Tensor | None] = {
+            "image_features": image_first,
+            "text_features": text_first,
+            "image_second": image_second,
+            "text_second": text_second,
+            "logit_scale": self.clip.logit_scale.exp(),
+        }
+        if getattr(self.clip, "logit_bias", None) is not None:
+            out["logit_bias"] = self.clip.logit_bias
+        if self.second_logit_scale is not None:
+            out["second_logit_scale"] = self.second_logit_scale.exp()
+        return out
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the new heads (for a separate learning rate)."""
+        params = [*self.first_heads.parameters(), *self.second_heads.parameters()]
+        return params + ([self.second_logit_scale] if self.second_logit_scale is not None else [])
