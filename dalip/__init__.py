@@ -1,16 +1,25 @@
 """dalip: distribution-aligned language-image pre-training.
 
-Registered, swappable statistics poolers and alignment losses for CLIP models::
+Registered, swappable statistics poolers and alignment losses for CLIP models:
 
-    import dalip
-    dalip.list_poolers()                       # ['bdc', 'cls', 'cov', ...]
-    pool = dalip.create_pooler("mbdc", dim=768)
-    vec = pool(tokens, mask=mask, guide=cls)   # (B, pool.out_dim)
+```python
+import dalip
+dalip.list_poolers()                       # ['bdc', 'cls', 'cov', ...]
+pool = dalip.create_pooler("mbdc", dim=768)
+vec = pool(tokens, mask=mask, guide=cls)   # (B, pool.out_dim)
+
+model = dalip.create_model("effl0-minilm", second_order="mbdc")
+out = model(images, texts)                 # image_features, text_features, image_second, ...
+```
 """
 
+from .models import DALIPModel, create_model, get_tokenizer, list_models
 from .pooling import Pooler, create_pooler, list_poolers, register_pooler
 from .registry import Registry, UnknownComponentError
 
 __version__ = "0.1.0"
 
-__all__ = ["Pooler", "Registry", "UnknownComponentError", "__version__", "create_pooler", "list_poolers", "register_pooler"]
+__all__ = [
+    "DALIPModel", "Pooler", "Registry", "UnknownComponentError", "__version__", "create_model",
+    "create_pooler", "get_tokenizer", "list_models", "list_poolers", "register_pooler",
+]

@@ -200,8 +200,8 @@ class CauchySchwarzLoss(PairLoss):
         img, txt = self.pair(outputs)  # (b, d) each
         with no_autocast(img):
             x, y = img.float(), txt.float()
-            lmk = lambda a, b: log_mean_gaussian_kernel(a, b, self.sigma)  # noqa: E731
-            return lmk(x, x) + lmk(y, y) - 2 * lmk(x, y)
+            xx, yy, xy = (log_mean_gaussian_kernel(a, b, self.sigma) for a, b in ((x, x), (y, y), (x, y)))
+            return xx + yy - 2 * xy
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, sigma={self.sigma}"
