@@ -11,7 +11,6 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn
 import torch.nn.functional as F
-from open_clip.loss import gather_features
 from torch import Tensor
 
 from .base import Outputs, PairLoss, Which, scalar
@@ -106,6 +105,8 @@ class ClipLoss(ContrastiveLoss):
         rank, world_size = resolve_world(self.rank, self.world_size)
         offset = 0
         if world_size > 1:
+            from open_clip.loss import gather_features  # lazily: importing open_clip takes seconds
+
             all_img, all_txt = gather_features(
                 img, txt, local_loss=self.local_loss, gather_with_grad=self.gather_with_grad,
                 rank=rank, world_size=world_size,

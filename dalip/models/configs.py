@@ -39,6 +39,7 @@ def _effl0_minilm(pretrained: bool) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # MiniLM's unused BERT pooler weights are expected
+    hf_logging.disable_progress_bar()
     return {
         "embed_dim": 384,
         "vision_cfg": {
