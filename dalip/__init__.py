@@ -13,6 +13,7 @@ out = model(images, texts)                 # image_features, text_features, imag
 ```
 """
 
+from .losses import AlignmentLoss, create_loss, list_losses, register_loss
 from .models import DALIPModel, create_model, get_tokenizer, list_models
 from .pooling import Pooler, create_pooler, list_poolers, register_pooler
 from .registry import Registry, UnknownComponentError
@@ -20,6 +21,7 @@ from .registry import Registry, UnknownComponentError
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlignmentLoss", "create_loss", "list_losses", "register_loss",
     "DALIPModel", "Pooler", "Registry", "UnknownComponentError", "__version__", "create_model",
     "create_pooler", "get_tokenizer", "list_models", "list_poolers", "register_pooler",
 ]

@@ -57,10 +57,12 @@ class Registry(Generic[T]):
 
     Args:
         kind: what the registry holds, used in error messages (``"pooler"``).
+        plural: the plural of ``kind`` (default ``kind + "s"``).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plural: str | None = None) -> None:
         self.kind = kind
+        self.plural = plural or f"{kind}s"
         self._entries: dict[str, RegistryEntry[T]] = {}
 
     def register(
@@ -107,7 +109,7 @@ class Registry(Generic[T]):
             close = difflib.get_close_matches(str(name), self._entries, n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise UnknownComponentError(
-                f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(self.list())}"
+                f"unknown {self.kind} {name!r}.{hint} Known {self.plural}: {', '.join(self.list())}"
             ) from None
 
     def create(self, name: str, **kwargs: Any) -> T:

@@ -54,7 +54,12 @@ def loss_and_grads(name: str, options: dict, inputs: dict[str, torch.Tensor]) ->
     return loss.detach(), {key: leaf.grad for key, leaf in leaves.items()}
 
 
+def close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    torch.testing.assert_close(actual, expected, msg=lambda m: f"{what}: {m}")
+
+
 def _worker(rank: int, init_file: str) -> None:
+    torch.set_num_threads(1)  # two processes on a small machine
     batch = full_batch()
     # references first, while torch.distributed is not initialised: world_size defaults to 1
     references = {case: loss_and_grads(name, options, batch) for case, (name, options) in CASES.items()}
@@ -70,26 +75,29 @@ def _worker(rank: int, init_file: str) -> None:
             loss, grads = loss_and_grads(name, options, shard)
             mean_loss = loss.clone()
             dist.all_reduce(mean_loss)
-            torch.testing.assert_close(mean_loss / WORLD, ref_loss, msg=lambda m: f"{case} loss: {m}")
+            close(mean_loss / WORLD, ref_loss, f"{case} loss")
             if case == "clip_global":  # without local_loss every rank computes the whole loss
-                torch.testing.assert_close(loss, ref_loss, msg=lambda m: f"{case} rank loss: {m}")
+                close(loss, ref_loss, f"{case} rank loss")
             for key in FEATURES:
                 if ref_grads[key] is None:  # a pair the loss does not read
                     assert grads[key] is None, (case, key)
                     continue
-                torch.testing.assert_close(
-                    grads[key], WORLD * ref_grads[key][rows], msg=lambda m: f"{case} d/d{key}: {m}"
-                )
+                close(grads[key], WORLD * ref_grads[key][rows], f"{case} d/d{key}")
             for key in SCALES:
                 if ref_grads[key] is None:  # clip ignores the bias
                     continue
                 mean_grad = grads[key].clone()
                 dist.all_reduce(mean_grad)
-                torch.testing.assert_close(mean_grad / WORLD, ref_grads[key], msg=lambda m: f"{case} d/d{key}: {m}")
+                close(mean_grad / WORLD, ref_grads[key], f"{case} d/d{key}")
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
 def test_sharded_losses_match_full_batch(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "dist_init"),), nprocs=WORLD, join=True)
+    # fork where there is one: workers inherit the imports (open_clip alone takes seconds
+    # per process); no GPU state exists to be broken by forking
+    import open_clip.loss  # noqa: F401  (imported by clip's gather)
+
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    mp.start_processes(_worker, args=(str(tmp_path / "dist_init"),), nprocs=WORLD, join=True, start_method=method)

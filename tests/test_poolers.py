@@ -232,7 +232,7 @@ def test_mbdc_heads_are_independent_bdc_blocks():
     # and head 0 equals the functional BDC of its reduced, guide-weighted block
     d = DIM // 4
     x0 = tokens[..., :d]
-    w = dalip.pooling.guide_weights(x0[:, None], guide[:, None, :d], mask)[:, 0]
+    w = dalip.pooling.guide_weights(x0[:, :, None], guide[:, None, :d], mask)[..., 0]  # b n
     z0 = torch.relu(pool.reduce.linear(x0 * w[..., None])).transpose(1, 2)
     torch.testing.assert_close(a[:, 0], Fn.bdc(z0, mask=mask))
 
@@ -244,10 +244,20 @@ def test_mbdc_without_guide_weighting_needs_no_guide_and_options_change_params()
     shared = dalip.create_pooler("mbdc", dim=DIM, heads=4, reduced_dim=4)
     per_head = dalip.create_pooler("mbdc", dim=DIM, heads=4, reduced_dim=4, shared_reduction=False)
     assert per_head.reduce.weight.shape == (4, 8, 4) and shared.reduce.linear.weight.shape == (4, 8)
+    assert per_head.reduce.norm.weight.shape == (4, 4)  # per-head BatchNorm
     assert dalip.create_pooler("mbdc", dim=DIM, out_dim=10)(tokens, guide=tokens[:, 0]).shape == (3, 10)
 
 
 def test_guide_weights_are_uniform_for_equal_similarities():
-    x = torch.ones(2, 3, 5, 4)  # every token identical -> equal cosine
+    x = torch.ones(2, 5, 3, 4)  # every token identical -> equal cosine
     w = dalip.pooling.guide_weights(x, torch.randn(2, 3, 4), None)
-    torch.testing.assert_close(w, torch.ones(2, 3, 5))
+    torch.testing.assert_close(w, torch.ones(2, 5, 3))
+
+
+def test_guide_weights_match_cosine_similarity_softmax():
+    x, g = torch.randn(2, 7, 3, 4, dtype=torch.float64), torch.randn(2, 3, 4, dtype=torch.float64)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    cos = torch.nn.functional.cosine_similarity(x, g[:, None], dim=-1)  # b n h
+    expected = cos.masked_fill(~mask[..., None], float("-inf")).softmax(1) * mask.sum(1).view(2, 1, 1)
+    torch.testing.assert_close(dalip.pooling.guide_weights(x, g, mask), expected)

@@ -25,7 +25,8 @@ every term (see :class:`~dalip.losses.distribution.CombinedLoss`).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn

@@ -17,7 +17,8 @@ that has several parts itself contributes ``"term.part"`` entries.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +43,7 @@ def build_term(name: str, spec: TermSpec) -> tuple[AlignmentLoss, float]:
     elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
         options = {"weight": spec}
     else:
-        raise ValueError(f"term {name!r}: expected a weight or a dict of options, got {type(spec).__name__}")
+        raise TypeError(f"term {name!r}: expected a weight or a dict of options, got {type(spec).__name__}")
     weight = float(options.pop("weight", 1.0))
     if not (math.isfinite(weight) and weight >= 0):
         raise ValueError(f"term {name!r}: weight must be finite and >= 0, got {weight}")

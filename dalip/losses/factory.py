@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -10,7 +11,7 @@ from ..registry import Registry
 
 __all__ = ["LOSSES", "create_loss", "list_losses", "register_loss"]
 
-LOSSES: Registry[nn.Module] = Registry("loss")
+LOSSES: Registry[nn.Module] = Registry("loss", plural="losses")
 
 
 def register_loss(

@@ -29,6 +29,7 @@ __all__ = [
     "pairwise_distances",
     "token_counts",
     "triu_flatten",
+    "triu_index",
 ]
 
 F = TypeVar("F", bound=Callable[..., Tensor])
@@ -170,16 +171,21 @@ def isqrt_newton_schulz(sigma: Tensor, iterations: int = 5, eps: float = 1e-8) -
     return y * trace.sqrt()
 
 
-def triu_flatten(a: Tensor, index: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def triu_index(r: int, device: torch.device | str | None = None) -> Tensor:
+    """Flat indices of the upper triangle (diagonal included) of an ``r x r`` matrix."""
+    rows, cols = torch.triu_indices(r, r, device=device)
+    return rows * r + cols
+
+
+def triu_flatten(a: Tensor, index: Tensor | None = None) -> Tensor:
     """Upper triangle (diagonal included) of ``(..., r, r)`` as ``(..., r (r + 1) / 2)``.
 
     Args:
         a: square matrices ``(..., r, r)``.
-        index: precomputed ``torch.triu_indices(r, r)`` rows and columns on
-            ``a.device`` (modules keep it as a buffer so nothing is rebuilt per call).
+        index: precomputed :func:`triu_index` on ``a.device`` (modules keep it as a
+            buffer so nothing is rebuilt per call). ``index_select`` on the
+            flattened matrix has a cheap backward (``index_add``).
     """
     if index is None:
-        rows, cols = torch.triu_indices(a.shape[-1], a.shape[-1], device=a.device)
-    else:
-        rows, cols = index
-    return a[..., rows, cols]
+        index = triu_index(a.shape[-1], a.device)
+    return a.flatten(-2).index_select(-1, index)

@@ -1,6 +1,7 @@
 """Small token-wise layers used by the second-order poolers.
 
-Token groups are laid out as ``(b, g, n, d)``: batch, group (head), token, channel.
+Token groups are laid out as ``(b, n, g, d)``: batch, token, group (head),
+channel -- the layout a ``(b, n, g * d)`` projection splits into without a copy.
 Single-head poolers use ``g = 1``. Masks are ``(b, n)`` booleans, True = real token.
 """
 
@@ -13,33 +14,38 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["GroupNormLayer", "MaskedBatchNorm", "TokenReduction", "NormKind"]
+__all__ = ["GroupNormLayer", "MaskedBatchNorm", "NormKind", "TokenReduction"]
 
 NormKind = Literal["batch", "layer", "none"]
 NORM_KINDS = ("batch", "layer", "none")
 
 
+def _stat_dtype(x: Tensor) -> torch.dtype:
+    """At least float32 (keeps float64 for gradcheck)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 class MaskedBatchNorm(nn.Module):
     """BatchNorm over every real token of the batch; padded tokens do not count.
 
-    Training statistics are averaged over ``(b, n)`` (and ``g`` when shared across
-    groups) using only real tokens, so padding cannot change the result; running
-    statistics are updated without host synchronisation.
+    Without a mask this is exactly ``F.batch_norm`` over the ``(b n, g d)`` rows
+    (one fused kernel). With a mask the statistics use the real tokens only, so
+    padding cannot change the result, and the running statistics are updated
+    without a host synchronisation.
 
     Args:
         num_features: channel count ``d``.
-        groups: 1 to share the statistics and affine over all groups, else ``g``
-            separate sets.
+        groups: 1 to share statistics and affine over all groups, else ``g`` sets.
         eps: variance floor.
         momentum: running-statistics update rate.
 
     Shapes:
-        ``x: (b, g, n, d)``, ``mask: (b, n) | None`` -> ``(b, g, n, d)``.
+        ``x: (b, n, g, d)``, ``mask: (b, n) | None`` -> ``(b, n, g, d)``.
     """
 
     def __init__(self, num_features: int, groups: int = 1, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
-        shape = (num_features,) if groups == 1 else (groups, 1, num_features)
+        shape = (num_features,) if groups == 1 else (groups, num_features)
         self.eps, self.momentum = eps, momentum
         self.weight = nn.Parameter(torch.ones(shape))
         self.bias = nn.Parameter(torch.zeros(shape))
@@ -47,21 +53,27 @@ class MaskedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(shape))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        xf = x.float()
-        if self.training:
-            dims = (0, 1, 2) if self.weight.ndim == 1 else (0, 2)  # shared: pool groups too
-            w = xf.new_ones(()) if mask is None else mask[:, None, :, None].to(xf.dtype)  # b 1 n 1
-            if mask is not None:
-                xf = xf.masked_fill(w == 0, 0)  # padded values (even inf/nan) must not leak
-            count = w.expand(*x.shape[:-1], 1).sum(dims, keepdim=True)
-            mean = (xf * w).sum(dims, keepdim=True) / count
-            var = ((xf - mean).square() * w).sum(dims, keepdim=True) / count
-            with torch.no_grad():
-                unbiased = var * count / (count - 1).clamp_min(1)
-                self.running_mean.lerp_(mean.view_as(self.running_mean), self.momentum)
-                self.running_var.lerp_(unbiased.view_as(self.running_var), self.momentum)
-        else:
-            mean, var = self.running_mean, self.running_var
+        """Normalise ``x (b, n, g, d)`` with statistics over the real tokens."""
+        xf = x.to(_stat_dtype(x))
+        # rows of d (shared: one per token and group) or of g * d (per group: one per token)
+        rows = xf.reshape(-1, self.weight.numel())
+        if not self.training or (mask is None and rows.shape[0] > 1):
+            out = F.batch_norm(
+                rows, self.running_mean.view(-1), self.running_var.view(-1), self.weight.view(-1),
+                self.bias.view(-1), training=self.training, momentum=self.momentum, eps=self.eps,
+            )
+            return out.view(x.shape).to(x.dtype)
+        dims = (0, 1, 2) if self.weight.ndim == 1 else (0, 1)  # shared: pool the groups too
+        w = xf.new_ones(x.shape[:2]) if mask is None else mask.to(xf.dtype)
+        w = w[:, :, None, None]  # b n 1 1
+        xf = xf.masked_fill(w == 0, 0)  # padded values (even inf / nan) must not leak
+        count = w.expand(*x.shape[:-1], 1).sum(dims)  # (1,) or (g, 1)
+        mean = (xf * w).sum(dims) / count
+        var = ((xf - mean).square() * w).sum(dims) / count
+        with torch.no_grad():
+            unbiased = var * count / (count - 1).clamp_min(1)
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
         y = (xf - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
         return y.to(x.dtype)
 
@@ -69,17 +81,19 @@ class MaskedBatchNorm(nn.Module):
 class GroupNormLayer(nn.Module):
     """LayerNorm over the channels of each token, affine shared or per group.
 
-    Shapes: ``x: (b, g, n, d)`` -> ``(b, g, n, d)``.
+    Shapes: ``x: (b, n, g, d)`` -> ``(b, n, g, d)``; the mask is not needed
+    (each token is normalised on its own).
     """
 
     def __init__(self, num_features: int, groups: int = 1, eps: float = 1e-5) -> None:
         super().__init__()
-        shape = (num_features,) if groups == 1 else (groups, 1, num_features)
+        shape = (num_features,) if groups == 1 else (groups, num_features)
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(shape))
         self.bias = nn.Parameter(torch.zeros(shape))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Normalise each token of ``x (b, n, g, d)`` over ``d``."""
         return F.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight + self.bias
 
 
@@ -88,7 +102,10 @@ class TokenReduction(nn.Module):
 
     The reference's 1x1 convolution + BatchNorm (images) or Linear + LayerNorm
     (text), applied to every head with one shared layer (``shared=True``) or with
-    one layer per head, batched either way (no Python loop over heads).
+    one layer per head, batched either way (no Python loop over heads). The
+    linear map has no bias, so per-token weights commute with it:
+    ``project(w * x) == w * project(x)``, which lets MBDC weight the smaller
+    ``r``-channel output.
 
     Args:
         in_dim: channels per group ``d``.
@@ -99,7 +116,7 @@ class TokenReduction(nn.Module):
         dropout: dropout probability after the ReLU (reference: 0.5).
 
     Shapes:
-        ``x: (b, g, n, d)``, ``mask: (b, n) | None`` -> ``(b, g, n, r)``.
+        ``x: (b, n, g, d)``, ``mask: (b, n) | None`` -> ``(b, n, g, r)``.
     """
 
     def __init__(
@@ -114,27 +131,31 @@ class TokenReduction(nn.Module):
         super().__init__()
         if norm not in NORM_KINDS:
             raise ValueError(f"norm must be one of {NORM_KINDS}, got {norm!r}")
-        if out_dim < 1:
-            raise ValueError(f"reduced dimension must be >= 1, got {out_dim}")
+        if not isinstance(out_dim, int) or out_dim < 1:
+            raise ValueError(f"reduced dimension must be a positive int, got {out_dim!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        norm_groups = 1 if shared else groups
-        if shared:
-            self.linear: nn.Linear | None = nn.Linear(in_dim, out_dim, bias=False)
-            self.weight: nn.Parameter | None = None
-        else:
-            self.linear = None
+        self.linear: nn.Linear | None = nn.Linear(in_dim, out_dim, bias=False) if shared else None
+        self.weight: nn.Parameter | None = None
+        if not shared:
             bound = 1 / math.sqrt(in_dim)  # nn.Linear's default init
             self.weight = nn.Parameter(torch.empty(groups, in_dim, out_dim).uniform_(-bound, bound))
         norm_cls = {"batch": MaskedBatchNorm, "layer": GroupNormLayer, "none": None}[norm]
-        self.norm = norm_cls(out_dim, norm_groups) if norm_cls else None
+        self.norm = norm_cls(out_dim, 1 if shared else groups) if norm_cls else None
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def project(self, x: Tensor) -> Tensor:
+        """The linear part: ``(b, n, g, d) -> (b, n, g, r)``."""
         if self.linear is not None:
-            x = self.linear(x)
-        else:
-            x = torch.einsum("bgnd,gdr->bgnr", x, self.weight.to(x.dtype))
+            return self.linear(x)
+        return torch.einsum("bngd,gdr->bngr", x, self.weight.to(x.dtype))
+
+    def finish(self, z: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Norm, ReLU and dropout on projected tokens ``(b, n, g, r)``."""
         if self.norm is not None:
-            x = self.norm(x, mask)
-        return self.dropout(torch.relu(x))
+            z = self.norm(z, mask)
+        return self.dropout(torch.relu(z))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``(b, n, g, d) -> (b, n, g, r)``."""
+        return self.finish(self.project(x), mask)

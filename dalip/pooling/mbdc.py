@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .base import Pooler
 from .bdc import BDCScale
 from .factory import register_pooler
-from .functional import bdc, triu_flatten
+from .functional import bdc, triu_flatten, triu_index
 from .layers import NormKind, TokenReduction
 
 __all__ = ["MBDC", "guide_weights"]
@@ -22,15 +22,20 @@ def guide_weights(x: Tensor, guide: Tensor, mask: Tensor | None) -> Tensor:
     """Per-head token weights from the cosine similarity to the guide token.
 
     ``w = softmax_n(cos(x_n, g)) * M``: a softmax over the real tokens, rescaled by
-    their count ``M`` so that uniform attention leaves the tokens unchanged.
+    their count ``M`` so that uniform attention leaves the tokens unchanged. The
+    cosine is one batched mat-vec with the guide normalised once per head (no
+    full-size temporaries).
 
-    Shapes: ``x (b, h, n, d)``, ``guide (b, h, d)``, ``mask (b, n) | None`` -> ``(b, h, n)``.
+    Shapes: ``x (b, n, h, d)``, ``guide (b, h, d)``, ``mask (b, n) | None`` -> ``(b, n, h)``.
     """
-    sim = F.cosine_similarity(x.float(), guide.float().unsqueeze(2), dim=-1)  # b h n
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    x = x.to(dtype)
+    g_hat = F.normalize(guide.to(dtype), dim=-1, eps=1e-8)
+    sim = torch.einsum("bnhd,bhd->bnh", x, g_hat) / torch.linalg.vector_norm(x, dim=-1).clamp_min(1e-8)
     if mask is None:
-        return sim.softmax(dim=-1) * x.shape[2]
-    sim = sim.masked_fill(~mask.unsqueeze(1), float("-inf"))
-    return sim.softmax(dim=-1) * mask.sum(-1, dtype=sim.dtype).view(-1, 1, 1)
+        return sim.softmax(dim=1) * x.shape[1]
+    sim = sim.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+    return sim.softmax(dim=1) * mask.sum(-1, dtype=dtype).view(-1, 1, 1)
 
 
 @register_pooler("mbdc")
@@ -102,7 +107,7 @@ class MBDC(Pooler):
             dim // heads, reduced_dim, groups=heads, shared=shared_reduction, norm=norm, dropout=dropout
         )
         self.scale = BDCScale(learn_scale)
-        self.register_buffer("triu_index", torch.triu_indices(reduced_dim, reduced_dim), persistent=False)
+        self.register_buffer("triu_index", triu_index(reduced_dim), persistent=False)
         stat_dim = heads * reduced_dim * (reduced_dim + 1) // 2
         self.stat_dim = stat_dim
         self.out_dim = dim if out_dim is None else out_dim
@@ -114,20 +119,21 @@ class MBDC(Pooler):
 
     def statistics(self, tokens: Tensor, mask: Tensor | None = None, guide: Tensor | None = None) -> Tensor:
         """The raw per-head BDC matrices ``(B, h, r, r)`` before vectorisation (inputs unchecked)."""
-        x = rearrange(self.in_proj(tokens), "b n (h d) -> b h n d", h=self.heads)
+        b, n, c = tokens.shape
+        x = self.in_proj(tokens).view(b, n, self.heads, c // self.heads)  # b n h d, no copy
+        z = self.reduce.project(x)  # b n h r
         if self.guide_weighting:
-            g = rearrange(self.in_proj(guide), "b (h d) -> b h d", h=self.heads)
-            x = x * guide_weights(x, g, mask).unsqueeze(-1).to(x.dtype)
-        x = self.reduce(x, mask)  # b h n r
-        z = rearrange(x, "b h n r -> (b h) r n")
+            g = self.in_proj(guide).view(b, self.heads, c // self.heads)  # b h d
+            # the reduction is linear without bias: weighting its r outputs equals weighting its d inputs
+            z = z * guide_weights(x, g, mask).unsqueeze(-1).to(z.dtype)
+        z = rearrange(self.reduce.finish(z, mask), "b n h r -> (b h) r n")
         head_mask = None if mask is None else repeat(mask, "b n -> (b h) n", h=self.heads)
         a = bdc(z, scale=self.scale(z, head_mask), eps=self.eps, mask=head_mask)
         return rearrange(a, "(b h) r s -> b h r s", h=self.heads)
 
     def pool(self, tokens: Tensor, mask: Tensor | None, guide: Tensor | None) -> Tensor:
         a = self.statistics(tokens, mask, guide)
-        v = rearrange(triu_flatten(a, tuple(self.triu_index)), "b h t -> b (h t)")
-        return self.head(v)
+        return self.head(rearrange(triu_flatten(a, self.triu_index), "b h t -> b (h t)"))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.heads}, reduced_dim={self.reduced_dim}, out_dim={self.out_dim}"

@@ -6,12 +6,11 @@ matrix ``(b, r, r)`` -> upper triangle ``(b, r (r + 1) / 2)``.
 
 from __future__ import annotations
 
-import torch
 from einops import rearrange
 from torch import Tensor
 
 from .base import Pooler
-from .functional import triu_flatten
+from .functional import triu_flatten, triu_index
 from .layers import NormKind, TokenReduction
 
 __all__ = ["MatrixPool"]
@@ -34,16 +33,16 @@ class MatrixPool(Pooler):
         r = dim if reduced_dim is None else reduced_dim
         self.reduced_dim, self.triu = r, triu
         self.out_dim = r * (r + 1) // 2 if triu else r * r
-        self.register_buffer("triu_index", torch.triu_indices(r, r), persistent=False)
+        self.register_buffer("triu_index", triu_index(r), persistent=False)
 
     def statistic(self, z: Tensor, mask: Tensor | None) -> Tensor:
         """``z (b, r, n)`` -> ``(b, r, r)``; implemented by subclasses."""
         raise NotImplementedError
 
     def pool(self, tokens: Tensor, mask: Tensor | None, guide: Tensor | None) -> Tensor:
-        x = tokens.unsqueeze(1)  # b 1 n c: one group
+        x = tokens.unsqueeze(2)  # b n 1 c: one group
         if self.reduce is not None:
             x = self.reduce(x, mask)
-        z = rearrange(x, "b 1 n r -> b r n")
+        z = rearrange(x, "b n 1 r -> b r n")
         a = self.statistic(z, mask)  # b r r
-        return triu_flatten(a, tuple(self.triu_index)) if self.triu else a.flatten(1)
+        return triu_flatten(a, self.triu_index) if self.triu else a.flatten(1)
