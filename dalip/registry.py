@@ -3,16 +3,18 @@
 Components are registered under a name together with optional preset keyword
 defaults, created from that name with keyword arguments, and listed with
 shell-style wildcards, in the manner of ``timm.create_model`` /
-``timm.list_models``::
+``timm.list_models``:
 
-    POOLERS = Registry("pooler")
+```python
+POOLERS = Registry("pooler")
 
-    @POOLERS.register("mean")
-    class MeanPool(Pooler): ...
+@POOLERS.register("mean")
+class MeanPool(Pooler): ...
 
-    POOLERS.register("isqrt_cov", defaults={"isqrt": True})(CovPool)
-    POOLERS.create("mbdc", dim=768, heads=4)
-    POOLERS.list("*cov*")   # ['cov', 'isqrt_cov']
+POOLERS.register("isqrt_cov", defaults={"isqrt": True})(CovPool)
+POOLERS.create("mbdc", dim=768, heads=4)
+POOLERS.list("*cov*")   # ['cov', 'isqrt_cov']
+```
 """
 
 from __future__ import annotations

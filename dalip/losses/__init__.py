@@ -3,11 +3,13 @@
 ``clip`` and ``siglip`` (contrastive, distributed like open_clip),
 ``distribution`` (DALIP's first- plus second-order alignment), ``coral``,
 ``cauchy_schwarz``, ``combined`` (weighted sums of any of these) and
-``intra_modal`` (supervised contrastive within one tower)::
+``intra_modal`` (supervised contrastive within one tower):
 
-    from dalip.losses import create_loss
-    loss_fn = create_loss("distribution", alpha=0.5, aux={"coral": 1.0})
-    total, parts = loss_fn(**outputs, output_dict=True)   # parts: first, second, coral
+```python
+from dalip.losses import create_loss
+loss_fn = create_loss("distribution", alpha=0.5, aux={"coral": 1.0})
+total, parts = loss_fn(**outputs, output_dict=True)   # parts: first, second, coral
+```
 """
 
 from .base import FEATURE_KEYS, AlignmentLoss, PairLoss

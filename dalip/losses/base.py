@@ -1,26 +1,28 @@
 """The interface shared by every alignment loss.
 
 A loss is an ``nn.Module`` called on the model's output dict; keys it does not
-use are ignored::
+use are ignored:
 
-    loss(**outputs)                    -> total: () scalar
-    loss(**outputs, output_dict=True)  -> (total, parts)
+```python
+loss(**outputs)                    -> total: () scalar
+loss(**outputs, output_dict=True)  -> (total, parts)
 
-    image_features:      (b, d1)  first-order embeddings, L2-normalised by the model
-    text_features:       (b, d1)
-    image_second:        (b, d2) or None  second-order embeddings (None: no second-order head)
-    text_second:         (b, d2) or None
-    logit_scale:         ()  already exp()'d, as open_clip's model returns it
-    logit_bias:          ()  optional (siglip)
-    second_logit_scale:  ()  optional, for the second pair with ``separate_scales=True``
-    second_logit_bias:   ()  optional
-    labels:              (b,) optional class labels (intra_modal)
+image_features:      (b, d1)  first-order embeddings, L2-normalised by the model
+text_features:       (b, d1)
+image_second:        (b, d2) or None  second-order embeddings (None: no second-order head)
+text_second:         (b, d2) or None
+logit_scale:         ()  already exp()'d, as open_clip's model returns it
+logit_bias:          ()  optional (siglip)
+second_logit_scale:  ()  optional, for the second pair with ``separate_scales=True``
+second_logit_bias:   ()  optional
+labels:              (b,) optional class labels (intra_modal)
+```
 
 Parts: ``parts`` maps a name to the *unweighted* value of one term, detached (for
 logging); ``loss.weights`` holds the weight of each term, so that
 ``total == sum(loss.weights[k] * parts[k])`` and only ``total`` carries the graph.
 A single loss has one part named after it (``{"clip": ...}``); composites list
-every term (see :class:`~dalip.losses.distribution.CombinedLoss`).
+every term (see `CombinedLoss`).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def weighted_sum(parts: Mapping[str, Tensor], weights: Mapping[str, float]) -> T
 
 
 class AlignmentLoss(nn.Module):
-    """Base class: subclasses implement :meth:`value` (one term) or :meth:`parts` (several).
+    """Base class: subclasses implement `value` (one term) or `parts` (several).
 
     ``part_name`` names the single part of a one-term loss (its registry name).
     """
@@ -97,7 +99,7 @@ class AlignmentLoss(nn.Module):
 
     @property
     def weights(self) -> dict[str, float]:
-        """Weight of each part in the total; its keys are the keys of :meth:`parts`."""
+        """Weight of each part in the total; its keys are the keys of `parts`."""
         return {self.part_name: 1.0}
 
     def value(self, outputs: Outputs) -> Tensor:

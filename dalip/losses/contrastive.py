@@ -82,7 +82,7 @@ class ClipLoss(ContrastiveLoss):
             ``world_size`` times those of the single-process loss on the global
             batch, so that DDP's gradient averaging gives exactly that loss's
             parameter gradients (see ``tests/test_losses_distributed.py``).
-        features, separate_scales, rank, world_size: see :class:`ContrastiveLoss`.
+        features, separate_scales, rank, world_size: see `ContrastiveLoss`.
     """
 
     part_name = "clip"

@@ -1,12 +1,14 @@
 """Distribution alignment: DALIP's two-statistic loss, CORAL, Cauchy-Schwarz, and composition.
 
 Composition has one design, used by ``combined`` and by ``distribution``'s ``aux``:
-a mapping from a term name to a *term spec*, which is either a weight or a dict::
+a mapping from a term name to a *term spec*, which is either a weight or a dict:
 
-    {"coral": 1.0}                                            # registered "coral", defaults
-    {"coral": {"weight": 0.5, "features": "second"}}          # "weight" + the loss's options
-    {"cs2": {"loss": "cauchy_schwarz", "weight": 0.1, "sigma": 0.5}}  # "loss": registry name
-    {"mine": {"loss": MyLoss(), "weight": 2.0}}               # "loss": a built AlignmentLoss
+```python
+{"coral": 1.0}                                            # registered "coral", defaults
+{"coral": {"weight": 0.5, "features": "second"}}          # "weight" + the loss's options
+{"cs2": {"loss": "cauchy_schwarz", "weight": 0.1, "sigma": 0.5}}  # "loss": registry name
+{"mine": {"loss": MyLoss(), "weight": 2.0}}               # "loss": a built AlignmentLoss
+```
 
 ``weight`` defaults to 1 and must be finite and >= 0; terms of weight 0 are not
 built (nor computed, so their inputs need not exist). ``loss`` defaults to the

@@ -17,11 +17,13 @@ LOSSES: Registry[nn.Module] = Registry("loss", plural="losses")
 def register_loss(
     name: str | None = None, *, defaults: dict[str, Any] | None = None, description: str | None = None
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register an :class:`~dalip.losses.base.AlignmentLoss` class or factory under ``name``.
+    """Register an `AlignmentLoss` class or factory under ``name``.
 
-    ``defaults`` make a named preset of an existing class::
+    ``defaults`` make a named preset of an existing class:
 
-        register_loss("distribution_siglip", defaults={"base": "siglip"})(DistributionLoss)
+    ```python
+    register_loss("distribution_siglip", defaults={"base": "siglip"})(DistributionLoss)
+    ```
     """
     return LOSSES.register(name, defaults=defaults, description=description)
 
@@ -29,11 +31,13 @@ def register_loss(
 def create_loss(name: str, **options: Any) -> nn.Module:
     """Create the loss registered as ``name``.
 
-    Example::
+    Example:
 
-        loss_fn = create_loss("distribution", alpha=0.5, aux={"coral": 1.0})
-        total = loss_fn(**model(images, texts))                  # scalar
-        total, parts = loss_fn(**outputs, output_dict=True)      # parts: {"first", "second", "coral"}
+    ```python
+    loss_fn = create_loss("distribution", alpha=0.5, aux={"coral": 1.0})
+    total = loss_fn(**model(images, texts))                  # scalar
+    total, parts = loss_fn(**outputs, output_dict=True)      # parts: {"first", "second", "coral"}
+    ```
 
     Raises:
         UnknownComponentError: unknown ``name`` (the message lists the known names).

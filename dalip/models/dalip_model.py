@@ -54,7 +54,7 @@ class DALIPModel(nn.Module):
             None for plain CLIP; one value or per tower.
         second_options: pooler options, shared or ``{"image": {...}, "text": {...}}``.
         alpha: weight of the first-order similarity in the combined embedding
-            returned by :meth:`encode_image` / :meth:`encode_text`.
+            returned by `encode_image` / `encode_text`.
         separate_second_scale: a second learnable logit scale for the second-order
             pair (output key ``second_logit_scale``).
 
@@ -144,7 +144,7 @@ class DALIPModel(nn.Module):
         return self._combine(*self._embed("image", self.image_tower(images)), embedding)
 
     def encode_text(self, texts: Tensor, normalize: bool = True, embedding: Embedding = "combined") -> Tensor:
-        """ONE embedding tensor per text; see :meth:`encode_image`."""
+        """ONE embedding tensor per text; see `encode_image`."""
         return self._combine(*self._embed("text", self.text_tower(texts)), embedding)
 
     def forward(self, images: Tensor, texts: Tensor) -> dict[str, Tensor | None]:

@@ -61,7 +61,7 @@ def create_model(
         **open_clip_kwargs: passed to ``open_clip.create_model`` for named architectures.
 
     Returns:
-        a :class:`~dalip.models.DALIPModel`.
+        a `DALIPModel`.
     """
     import open_clip
 

@@ -36,7 +36,7 @@ def load_efficientnet_lite0(model: nn.Module, path: str | Path | None = None) ->
 
     Args:
         model: ``timm.create_model("tf_efficientnet_lite0", ...)``.
-        path: checkpoint file; defaults to :func:`efficientnet_lite0_weights`.
+        path: checkpoint file; defaults to `efficientnet_lite0_weights`.
 
     Returns:
         the same model, weights loaded.

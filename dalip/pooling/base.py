@@ -1,12 +1,14 @@
 """The pooler interface shared by every statistics-pooling module.
 
-A pooler maps a set of token features to one vector per sample::
+A pooler maps a set of token features to one vector per sample:
 
-    pooler(tokens, mask=None, guide=None) -> (B, out_dim)
+```python
+pooler(tokens, mask=None, guide=None) -> (B, out_dim)
 
-    tokens: (B, N, C) float   token features of one tower
-    mask:   (B, N)    bool    True = real token; padded tokens have no influence
-    guide:  (B, C)    float   the [cls] / EOT token, for poolers that use it
+tokens: (B, N, C) float   token features of one tower
+mask:   (B, N)    bool    True = real token; padded tokens have no influence
+guide:  (B, C)    float   the [cls] / EOT token, for poolers that use it
+```
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ def value_checks(enabled: bool) -> Iterator[None]:
     """Switch the data-dependent input checks (an all-padded row) on or off.
 
     Shape and dtype checks always run; the value check reads the mask on the host,
-    which synchronises a GPU stream, so fast training loops may turn it off::
+    which synchronises a GPU stream, so fast training loops may turn it off:
 
-        with dalip.pooling.value_checks(False):
-            loss = step(batch)
+    ```python
+    with dalip.pooling.value_checks(False):
+        loss = step(batch)
+    ```
     """
     global _VALUE_CHECKS
     previous, _VALUE_CHECKS = _VALUE_CHECKS, enabled
@@ -92,13 +96,18 @@ def check_pool_inputs(
 
 
 class Pooler(nn.Module):
-    """Base class: validates the inputs, then calls :meth:`pool`.
+    """Base class: validates the inputs, then calls `pool`.
 
     Subclasses set ``dim`` (input channels C), ``out_dim`` (output size D) and
-    ``requires_guide``, and implement :meth:`pool` on validated inputs.
+    ``requires_guide``, and implement `pool` on validated inputs.
 
     Args:
         dim: channel count C of the tokens.
+
+    Attributes:
+        dim: channel count C the pooler accepts.
+        out_dim: size D of the pooled vector.
+        requires_guide: whether ``guide`` must be given.
     """
 
     requires_guide: bool = False
@@ -118,6 +127,16 @@ class Pooler(nn.Module):
         return self.pool(tokens, mask, guide)
 
     def pool(self, tokens: Tensor, mask: Tensor | None, guide: Tensor | None) -> Tensor:
+        """Pool validated inputs; subclasses implement this.
+
+        Args:
+            tokens: ``(B, N, C)`` token features.
+            mask: ``(B, N)`` bool (True = real token) or None; every row has a real token.
+            guide: ``(B, C)`` or None (never None when ``requires_guide``).
+
+        Returns:
+            ``(B, out_dim)``.
+        """
         raise NotImplementedError
 
     def extra_repr(self) -> str:

@@ -41,7 +41,7 @@ class BDCPool(MatrixPool):
     """Brownian distance covariance of the channels over the tokens.
 
     Each channel row ``z_k in R^M`` is an observation; the pooled statistic is the
-    upper triangle of the double-centred distance matrix ``A`` (METHOD.md s.2).
+    upper triangle of the double-centred distance matrix ``A`` (see Concepts > BDC).
 
     Args:
         dim: channel count C.

@@ -15,11 +15,13 @@ POOLERS: Registry[Pooler] = Registry("pooler")
 def register_pooler(
     name: str | None = None, *, defaults: dict[str, Any] | None = None, description: str | None = None
 ) -> Callable[[Callable[..., Pooler]], Callable[..., Pooler]]:
-    """Register a :class:`~dalip.pooling.base.Pooler` class or factory under ``name``.
+    """Register a `Pooler` class or factory under ``name``.
 
-    ``defaults`` make a named preset of an existing class::
+    ``defaults`` make a named preset of an existing class:
 
-        register_pooler("isqrt_cov", defaults={"isqrt": True})(CovPool)
+    ```python
+    register_pooler("isqrt_cov", defaults={"isqrt": True})(CovPool)
+    ```
     """
     return POOLERS.register(name, defaults=defaults, description=description)
 
@@ -27,10 +29,12 @@ def register_pooler(
 def create_pooler(name: str, *, dim: int, **options: Any) -> Pooler:
     """Create the pooler registered as ``name`` for tokens with ``dim`` channels.
 
-    Example::
+    Example:
 
-        pool = create_pooler("mbdc", dim=768, heads=4, reduced_dim=46)
-        vec = pool(tokens, mask=mask, guide=cls)   # (B, pool.out_dim)
+    ```python
+    pool = create_pooler("mbdc", dim=768, heads=4, reduced_dim=46)
+    vec = pool(tokens, mask=mask, guide=cls)   # (B, pool.out_dim)
+    ```
 
     Raises:
         UnknownComponentError: unknown ``name`` (the message lists the known names).

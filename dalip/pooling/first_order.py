@@ -23,6 +23,7 @@ class ClsPool(Pooler):
     requires_guide = True
 
     def pool(self, tokens: Tensor, mask: Tensor | None, guide: Tensor | None) -> Tensor:
+        """Return the guide token."""
         assert guide is not None
         return guide
 
@@ -38,6 +39,7 @@ class MeanPool(Pooler):
     """
 
     def pool(self, tokens: Tensor, mask: Tensor | None, guide: Tensor | None) -> Tensor:
+        """Average the real tokens."""
         if mask is None:
             return tokens.mean(dim=1)
         keep = mask.unsqueeze(-1)  # b n 1

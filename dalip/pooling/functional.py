@@ -107,7 +107,7 @@ def bdc(
     """Brownian distance covariance matrix of each token set.
 
     Each of the ``r`` channel rows of ``z`` is one observation; the result is the
-    double-centred pairwise distance matrix ``A`` (METHOD.md section 2). For two
+    double-centred pairwise distance matrix ``A`` (see Concepts > BDC). For two
     token sets with equal ``r``, ``(A * A').sum() / r**2`` is the squared sample
     distance covariance of the paired rows (exactly so with ``scale=1, eps=0``).
 
@@ -182,7 +182,7 @@ def triu_flatten(a: Tensor, index: Tensor | None = None) -> Tensor:
 
     Args:
         a: square matrices ``(..., r, r)``.
-        index: precomputed :func:`triu_index` on ``a.device`` (modules keep it as a
+        index: precomputed `triu_index` on ``a.device`` (modules keep it as a
             buffer so nothing is rebuilt per call). ``index_select`` on the
             flattened matrix has a cheap backward (``index_add``).
     """

@@ -48,15 +48,20 @@ def guide_weights(x: Tensor, guide: Tensor, mask: Tensor | None) -> Tensor:
     description="The published DALIP head (4 heads, r=46, BatchNorm reduction, dropout 0.5, square projection).",
 )
 class MBDC(Pooler):
-    """Multi-head Brownian distance covariance pooling (METHOD.md section 3).
+    """Multi-head Brownian distance covariance pooling (see Concepts > MBDC).
 
-    Pipeline, with ``h`` heads of ``d = C / h`` channels and reduced size ``r``::
+    Pipeline, with ``h`` heads of ``d = C / h`` channels and reduced size ``r``:
 
-        tokens (b n C) -> Linear C->C -> split heads (b h n d)
-          -> guide weighting: token * softmax_n(cos(token, guide)) * M   (optional)
-          -> reduction d->r: Linear + norm + ReLU + dropout            (b h n r)
-          -> BDC per head over the M real tokens, upper triangle       (b h r(r+1)/2)
-          -> concat -> LayerNorm -> [square Linear] -> Linear -> out_dim
+    ```text
+    tokens (b n C) -> Linear C->C -> split heads (b n h d)
+      -> guide weighting: token * softmax_n(cos(token, guide)) * M   (optional)
+      -> reduction d->r: Linear + norm + ReLU + dropout            (b n h r)
+      -> BDC per head over the M real tokens, upper triangle       (b h r(r+1)/2)
+      -> concat -> LayerNorm -> [square Linear] -> Linear -> out_dim
+
+    (The weighting is applied to the reduction's output: its linear map has no
+    bias, so this equals weighting the input, on a 4x smaller tensor.)
+    ```
 
     Args:
         dim: channel count C of the tokens (divisible by ``heads``).
