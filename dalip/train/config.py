@@ -1,0 +1,273 @@
+"""Training configuration: dataclasses, YAML files and ``key=value`` overrides.
+
+A config is a YAML file with the sections below (every key optional); the
+command line overrides any leaf with ``section.key=value`` (values parsed as
+YAML, so ``optim.lr=3e-4``, ``model.second_order=null``,
+``model.second_options={heads: 2}`` work). Unknown keys, wrong types and unknown
+component names fail with a message naming the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError", "DataConfig", "EvalConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig",
+    "TrainConfig", "config_from_dict", "config_to_dict", "list_configs", "load_config",
+]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A malformed config: unknown key, wrong type, unknown component, bad value."""
+
+
+@dataclass
+class ModelConfig:
+    """The model: an open_clip architecture or dalip config with DALIP heads."""
+
+    name: str = "effl0-minilm"
+    pretrained: str | None = None  # a local open_clip checkpoint file for the towers
+    first_order: Any = "tower"  # "tower" | pooler name | {image: ..., text: ...}
+    second_order: Any = "mbdc"  # pooler name | null | {image: ..., text: ...}
+    second_options: dict = field(default_factory=dict)
+    alpha: float = 0.5  # first-order weight of the combined embedding (and of the loss)
+    separate_second_scale: bool = False
+    lock_image: bool = False  # LiT-style: freeze the image tower
+    lock_text: bool = False
+    grad_checkpointing: bool = False
+    compile: bool = False
+    open_clip: dict = field(default_factory=dict)  # extra open_clip.create_model kwargs
+
+
+@dataclass
+class LossConfig:
+    """The training loss: a registered loss name and its options."""
+
+    name: str = "distribution"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Data: dataset spec (passed to ``dalip.data.DataSpec``) and loader settings."""
+
+    spec: dict = field(default_factory=dict)  # fields of dalip.data.DataSpec
+    batch_size: int = 64
+    workers: int = 2
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup and cosine decay; a separate rate for the new heads."""
+
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    weight_decay: float = 0.1
+    betas: list = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    warmup_steps: int = 20
+    steps: int = 300
+    accum_steps: int = 1
+    grad_clip: float | None = 1.0
+
+
+@dataclass
+class RunConfig:
+    """Run-level settings: seed, precision, logging and checkpoints."""
+
+    seed: int = 0
+    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32
+    log_every: int = 10
+    checkpoint_every: int = 100
+    tensorboard: bool = False
+    value_checks: bool = False  # data-dependent pooler input checks (sync the GPU)
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation at the end of training and in ``dalip eval``."""
+
+    batch_size: int = 128
+    embeddings: list | None = None  # default: first, second, combined (when available)
+    every: int = 0  # also evaluate every N steps (0: only at the end)
+
+
+@dataclass
+class TrainConfig:
+    """The whole run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ------------------------------------------------------------------ parsing
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or annotation)
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(values).__name__}: {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config key {path!r}.{hint} Valid keys: {', '.join(names)}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[key] = _build(annotation, value or {}, path)
+        elif not _type_ok(value, annotation):
+            expected = getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+            raise ConfigError(f"config key {path!r} expects {expected}, got {type(value).__name__} {value!r}")
+        else:
+            kwargs[key] = float(value) if annotation is float else value
+    return cls(**kwargs)
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """``["optim.lr=1e-4", "model.second_order=null"]`` -> nested dict (values parsed as YAML)."""
+    tree: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: cannot parse value {raw!r}: {err}") from None
+        _set_path(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("second_options",):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def list_configs() -> list[str]:
+    """Names of the configs shipped with the package (``dalip/configs/*.yaml``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _read_yaml(name_or_path: str | Path) -> dict:
+    path = Path(name_or_path)
+    if not path.is_file():
+        shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not shipped.is_file():
+            raise ConfigError(
+                f"config {str(name_or_path)!r} is neither a file nor a shipped config ({', '.join(list_configs())})"
+            )
+        path = shipped
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: malformed YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    base = data.pop("base", None)  # configs compose: `base: quickstart` plus small overrides
+    if base is not None:
+        base_path = (path.parent / base) if (path.parent / str(base)).is_file() else base
+        data = _merge(_read_yaml(base_path), data)
+    return data
+
+
+def config_from_dict(data: dict, overrides: list[str] | None = None) -> TrainConfig:
+    """A validated config from a nested dict (e.g. the one stored in a checkpoint)."""
+    config = _build(TrainConfig, _merge(data, parse_overrides(overrides or [])), "")
+    validate(config)
+    return config
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a config (shipped name or YAML path), apply overrides, validate.
+
+    Raises:
+        ConfigError: unknown key, wrong type, unknown component, malformed YAML,
+            missing file; the message names the problem.
+    """
+    return config_from_dict(_read_yaml(name_or_path) if name_or_path is not None else {}, overrides)
+
+
+def validate(config: TrainConfig) -> None:
+    """Check component names and value ranges against the registries."""
+    from ..losses import LOSSES
+    from ..models import list_models
+    from ..pooling import POOLERS
+
+    m = config.model
+    if not list_models(m.name) and not Path(m.name).is_file():
+        raise ConfigError(f"model.name: unknown model {m.name!r} (see dalip.list_models())")
+    for key, value in (("first_order", m.first_order), ("second_order", m.second_order)):
+        names = value.values() if isinstance(value, dict) else [value]
+        for name in names:
+            if name not in (None, "tower") and name not in POOLERS:
+                raise ConfigError(f"model.{key}: unknown pooler {name!r}; known: {', '.join(POOLERS.list())}")
+    if config.loss.name not in LOSSES:
+        raise ConfigError(f"loss.name: unknown loss {config.loss.name!r}; known: {', '.join(LOSSES.list())}")
+    checks = [
+        (0 <= m.alpha <= 1, "model.alpha must be in [0, 1]"),
+        (config.optim.steps >= 1, "optim.steps must be >= 1"),
+        (config.optim.accum_steps >= 1, "optim.accum_steps must be >= 1"),
+        (config.optim.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
+        (config.data.batch_size >= 1, "data.batch_size must be >= 1"),
+        (config.data.workers >= 0, "data.workers must be >= 0"),
+        (config.run.precision in ("auto", "bf16", "fp32"), "run.precision must be auto, bf16 or fp32"),
+        (config.run.checkpoint_every >= 1, "run.checkpoint_every must be >= 1"),
+        (config.run.log_every >= 1, "run.log_every must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def config_to_dict(config: TrainConfig) -> dict:
+    """Plain nested dict (YAML/JSON-safe) of a config."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write the fully resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))

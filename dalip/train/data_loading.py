@@ -1,0 +1,166 @@
+"""Deterministic, resumable batches for the training loop.
+
+Micro-batch ``k`` of a run is always the same samples with the same
+augmentations: the epoch's order is a permutation drawn from ``(seed, epoch)``,
+each sample's transforms run under an RNG seeded by ``(seed, epoch, index)``, and
+a resumed run starts the loader at the batch it stopped at.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+
+from .config import TrainConfig
+from .distributed import DistInfo
+
+__all__ = ["RunData", "SeededSamples", "TrainBatches", "build_data"]
+
+
+class SeededSamples(Dataset):
+    """Runs the wrapped dataset's ``__getitem__`` under an RNG seeded by (seed, epoch, index)."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        sample_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+        py_state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            random.seed(sample_seed)
+            np_state = np.random.get_state()
+            np.random.seed(sample_seed % 2**32)
+            try:
+                return self.dataset[index]
+            finally:
+                np.random.set_state(np_state)
+                random.setstate(py_state)
+
+
+class EpochOrder(Sampler[int]):
+    """This rank's share of the epoch's permutation, from position ``start`` on."""
+
+    def __init__(self, size: int, seed: int, epoch: int, rank: int, world: int, start: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed * 7919 + epoch)
+        order = torch.randperm(size, generator=generator)
+        per_rank = size // world  # equal shares so every rank runs the same number of steps
+        self.indices = order[rank * per_rank : (rank + 1) * per_rank][start:].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class TrainBatches:
+    """``get(k)``: micro-batch ``k`` of the run; sequential calls reuse one loader per epoch."""
+
+    def __init__(self, dataset: Dataset, collate, batch_size: int, workers: int, seed: int, dist: DistInfo) -> None:
+        self.iterable = isinstance(dataset, IterableDataset)
+        self.dataset = dataset if self.iterable else SeededSamples(dataset, seed)
+        self.collate, self.batch_size, self.workers, self.seed, self.dist = collate, batch_size, workers, seed, dist
+        if not self.iterable:
+            self.per_epoch = len(dataset) // (batch_size * dist.world_size)  # type: ignore[arg-type]
+            if self.per_epoch == 0:
+                raise ValueError(
+                    f"the training set has {len(dataset)} samples, fewer than one batch of "  # type: ignore[arg-type]
+                    f"{batch_size} x {dist.world_size} ranks"
+                )
+        self._epoch, self._next, self._iter = -1, -1, None
+
+    def _loader(self, epoch: int, start_batch: int) -> Iterator[Any]:
+        kwargs: dict[str, Any] = dict(
+            batch_size=self.batch_size, num_workers=self.workers, collate_fn=self.collate,
+            pin_memory=self.dist.device.type == "cuda", persistent_workers=False,
+        )
+        if self.iterable:
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            it = iter(DataLoader(self.dataset, **kwargs))
+            for _ in range(start_batch):  # streams cannot seek: skip what was consumed
+                next(it)
+            return it
+        self.dataset.epoch = epoch
+        sampler = EpochOrder(len(self.dataset), self.seed, epoch, self.dist.rank, self.dist.world_size,
+                             start_batch * self.batch_size)
+        return iter(DataLoader(self.dataset, sampler=sampler, drop_last=True, **kwargs))
+
+    def get(self, k: int) -> Any:
+        if self.iterable:
+            epoch, within = 0, k
+            if self._iter is None or k != self._next:
+                self._iter, self._epoch = self._loader(epoch, within), epoch
+            try:
+                batch = next(self._iter)
+            except StopIteration:  # a finite stream: start its next pass
+                self._epoch += 1
+                self._iter = self._loader(self._epoch, 0)
+                batch = next(self._iter)
+            self._next = k + 1
+            return batch
+        epoch, within = divmod(k, self.per_epoch)
+        if self._iter is None or epoch != self._epoch or k != self._next:
+            self._iter, self._epoch = self._loader(epoch, within), epoch
+        self._next = k + 1
+        return next(self._iter)
+
+
+@dataclass
+class RunData:
+    """Everything data-related a run needs."""
+
+    train: TrainBatches
+    eval_sets: dict
+    spec: Any
+
+
+def build_data(config: TrainConfig, dist: DistInfo, model: Any = None) -> RunData:
+    """Training batches and evaluation sets from ``config.data``."""
+    from .. import data as dalip_data
+
+    spec = make_spec(config)
+    train_set = dalip_data.build_train_dataset(spec)
+    batches = TrainBatches(train_set, dalip_data.collate_batch, config.data.batch_size, config.data.workers,
+                           config.run.seed, dist)
+    return RunData(batches, build_eval_sets(config), spec)
+
+
+def build_eval_sets(config: TrainConfig) -> dict:
+    """The evaluation sets of ``config.data`` (subset name -> eval set)."""
+    from .. import data as dalip_data
+
+    return dalip_data.build_eval_sets(make_spec(config))
+
+
+def eval_image_transform(config: TrainConfig) -> Any:
+    """uint8 ``(N, H, W, 3)`` -> normalised float ``(N, 3, S, S)`` at the config's image size."""
+    from .. import data as dalip_data
+
+    return dalip_data.eval_transform(make_spec(config))
+
+
+def make_spec(config: TrainConfig) -> Any:
+    """``dalip.data.DataSpec`` from ``config.data.spec`` (unknown fields are config errors)."""
+    import dataclasses
+
+    from .. import data as dalip_data
+    from .config import ConfigError
+
+    names = {f.name for f in dataclasses.fields(dalip_data.DataSpec)}
+    unknown = sorted(set(config.data.spec) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) data.spec.{unknown[0]}; valid: {', '.join(sorted(names))}")
+    try:
+        return dalip_data.DataSpec(**config.data.spec)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"data.spec: {err}") from None
