@@ -142,6 +142,11 @@ def _build(cls: type, values: Any, where: str) -> Any:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"unknown config key {path!r}.{hint} Valid keys: {', '.join(names)}")
         annotation = hints[key]
+        if isinstance(value, str) and _type_ok(1.0, annotation) and not _type_ok(value, annotation):
+            try:  # YAML 1.1 reads 3e-4 (no dot) as a string
+                value = float(value)
+            except ValueError:
+                pass
         if dataclasses.is_dataclass(annotation):
             kwargs[key] = _build(annotation, value or {}, path)
         elif not _type_ok(value, annotation):
