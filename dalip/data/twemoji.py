@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EmojiRecord", "load_emoji_image", "twemoji_index", "NATURE_SUBCATEGORIES"]
+__all__ = ["NATURE_SUBCATEGORIES", "EmojiRecord", "load_emoji_image", "twemoji_index"]
 
 #: the "domain" subset: animals, plants, fungi, fruit and vegetables
 NATURE_SUBCATEGORIES = (
@@ -102,4 +102,4 @@ def load_emoji_image(path: str | Path, size: int = 72, background: int = 255) ->
     rgb = canvas.convert("RGB")
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.BICUBIC)
-    return np.asarray(rgb)
+    return np.array(rgb)  # writable: torch.from_numpy warns on read-only arrays

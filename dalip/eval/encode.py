@@ -7,9 +7,9 @@ zero-shot and retrieval code can reuse one pass of the towers for all tasks.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -18,14 +18,22 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 __all__ = [
-    "EMBEDDINGS", "ImageTransform", "Images", "default_embeddings", "default_image_transform",
-    "encode_images", "encode_texts", "evaluating", "model_device", "to_float_images",
+    "EMBEDDINGS",
+    "ImageTransform",
+    "Images",
+    "default_embeddings",
+    "default_image_transform",
+    "encode_images",
+    "encode_texts",
+    "evaluating",
+    "model_device",
+    "to_float_images",
 ]
 
 EMBEDDINGS = ("first", "second", "combined")
-ImageTransform = Callable[[Union[np.ndarray, Tensor]], Tensor]
+ImageTransform = Callable[[np.ndarray | Tensor], Tensor]
 """Maps a batch of images (e.g. uint8 ``(B, H, W, 3)``) to a float tensor ``(B, 3, H', W')``."""
-Images = Union[Tensor, np.ndarray, Iterable[Union[Tensor, np.ndarray]]]
+Images = Tensor | np.ndarray | Iterable[Tensor | np.ndarray]
 """A float tensor ``(N, 3, H, W)``, a uint8 array ``(N, H, W, 3)``, or an iterable of such batches."""
 
 
@@ -113,11 +121,13 @@ def default_image_transform(model: nn.Module) -> ImageTransform:
     )
 
 
-def _prepare_images(batch: np.ndarray | Tensor, transform: ImageTransform | None) -> Tensor:
+def _prepare_images(
+    batch: np.ndarray | Tensor, transform: ImageTransform | None, uint8: ImageTransform
+) -> Tensor:
     if transform is not None:
         batch = transform(batch)
     elif isinstance(batch, np.ndarray) or not batch.is_floating_point():
-        batch = to_float_images(batch)
+        batch = uint8(batch)
     if not isinstance(batch, Tensor) or batch.ndim != 4 or not batch.is_floating_point():
         what = tuple(batch.shape) if hasattr(batch, "shape") else type(batch).__name__
         raise ValueError(f"image batches must be float tensors (B, 3, H, W), got {what}")
@@ -125,18 +135,22 @@ def _prepare_images(batch: np.ndarray | Tensor, transform: ImageTransform | None
 
 
 def image_batches(
-    images: Images, batch_size: int, transform: ImageTransform | None = None
+    images: Images,
+    batch_size: int,
+    transform: ImageTransform | None = None,
+    uint8_transform: ImageTransform = to_float_images,
 ) -> tuple[Iterator[Tensor], int | None]:
     """Float batches ``(B, 3, H, W)`` and their count (None when ``images`` is an iterable of batches).
 
     A tensor / array is cut into ``batch_size`` slices; an iterable is used as its
-    batches. ``transform`` is applied to every batch when given; without one, uint8
-    batches go through `to_float_images` (no resize, 0.5 / 0.5 normalisation).
+    batches. ``transform`` is applied to every batch when given; without one, float
+    batches pass unchanged and uint8 ones go through ``uint8_transform``.
     """
+    prepare = partial(_prepare_images, transform=transform, uint8=uint8_transform)
     if isinstance(images, (Tensor, np.ndarray)):
         starts = range(0, len(images), batch_size)
-        return (_prepare_images(images[s : s + batch_size], transform) for s in starts), len(starts)
-    return (_prepare_images(b, transform) for b in images), None
+        return (prepare(images[s : s + batch_size]) for s in starts), len(starts)
+    return (prepare(b) for b in images), None
 
 
 # ---------------------------------------------------------------------- encoding
@@ -179,7 +193,9 @@ def _encode(
     device = model_device(model)
     chunks: dict[str, list[Tensor]] = {e: [] for e in embeddings}
     with evaluating(model):
-        for x in tqdm(batches, total=total, desc=f"encode {tower}s", unit="batch", leave=False, disable=not progress):
+        for x in tqdm(
+            batches, total=total, desc=f"encode {tower}s", unit="batch", leave=False, disable=not progress
+        ):
             for e, feats in _encode_batch(model, tower, x.to(device), embeddings).items():
                 chunks[e].append(feats.cpu())
     if not chunks[embeddings[0]]:
@@ -200,8 +216,11 @@ def encode_images(
     For a `DALIPModel` with second-order heads and ``0 < alpha < 1``, asking for
     several embeddings still runs the image tower once: first and second order are
     cut out of the combined embedding and renormalised.
+
+    ``image_transform`` is applied to every batch when given; otherwise float
+    batches pass unchanged and uint8 ones go through `default_image_transform`.
     """
-    batches, total = image_batches(images, batch_size, image_transform)
+    batches, total = image_batches(images, batch_size, image_transform, default_image_transform(model))
     return _encode(model, "image", batches, embeddings, total, progress)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -15,10 +15,12 @@ Captions = Sequence[str] | Sequence[Sequence[str]]
 """One caption per image (``list[str]``) or several (``list[list[str]]``)."""
 
 
-def flatten_captions(captions: Captions) -> tuple[list[str], Tensor]:
+def flatten_captions(captions: Captions, num_images: int) -> tuple[list[str], Tensor]:
     """``(texts (M,), text_to_image (M,))``: all captions and the index of the image each describes."""
     if not captions:
         raise ValueError("retrieval needs at least one caption")
+    if len(captions) != num_images:
+        raise ValueError(f"{len(captions)} caption entries for {num_images} images")
     per_image = [[c] if isinstance(c, str) else list(c) for c in captions]
     empty = [i for i, caps in enumerate(per_image) if not caps]
     if empty:
@@ -48,7 +50,9 @@ def recall_at_k(
     """
     num_images = image_features.shape[0]
     if text_to_image.shape != (text_features.shape[0],):
-        raise ValueError(f"text_to_image must have shape ({text_features.shape[0]},), got {tuple(text_to_image.shape)}")
+        raise ValueError(
+            f"text_to_image must have shape ({text_features.shape[0]},), got {tuple(text_to_image.shape)}"
+        )
     if num_images == 0:
         raise ValueError("empty evaluation set")
     if text_to_image.min() < 0 or text_to_image.max() >= num_images:
@@ -56,7 +60,7 @@ def recall_at_k(
     similarity = image_features @ text_features.T  # N M
     positive = text_to_image[None, :] == torch.arange(num_images, device=text_to_image.device)[:, None]
     ranks = {"image_to_text": _ranks(similarity, positive), "text_to_image": _ranks(similarity.T, positive.T)}
-    return {f"{way}_R@{k}": (r < k).float().mean().item() for way, r in ranks.items() for k in ks}
+    return {f"{way}_R@{k}": (r < k).double().mean().item() for way, r in ranks.items() for k in ks}
 
 
 def retrieval_recall(
@@ -79,9 +83,7 @@ def retrieval_recall(
     Returns:
         ``{"image_to_text_R@1": ..., "image_to_text_R@5": ..., "text_to_image_R@1": ...}``.
     """
-    texts, owners = flatten_captions(captions)
     image_feats = encode_images(model, images, (embedding,), batch_size, image_transform, progress)[embedding]
-    if image_feats.shape[0] != len(captions):
-        raise ValueError(f"{len(captions)} caption entries for {image_feats.shape[0]} images")
+    texts, owners = flatten_captions(captions, image_feats.shape[0])
     text_feats = encode_texts(model, tokenizer, texts, (embedding,), progress=progress)[embedding]
     return recall_at_k(image_feats, text_feats, owners, ks)

