@@ -11,7 +11,7 @@ from .checkpoint import load_checkpoint
 from .configs import MODEL_CONFIGS
 from .dalip_model import DALIPModel
 
-__all__ = ["create_model", "get_tokenizer", "list_models"]
+__all__ = ["create_model", "get_tokenizer", "list_models", "read_model_config"]
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -22,6 +22,23 @@ def list_models(pattern: str = "*") -> list[str]:
 
     names = sorted(MODEL_CONFIGS) + open_clip.list_models()
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+
+
+def read_model_config(path: str | Path) -> dict[str, Any]:
+    """An open_clip model config from a JSON file (``embed_dim``, ``vision_cfg``, ``text_cfg``)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model config file not found: {path}")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: malformed JSON: {err}") from None
+    missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in config]
+    if missing:
+        raise ValueError(f"{path}: an open_clip model config needs {missing}")
+    return config
 
 
 def _build_open_clip(config: Mapping[str, Any]) -> torch.nn.Module:
@@ -65,6 +82,8 @@ def create_model(
     """
     import open_clip
 
+    if isinstance(model_name_or_config, (str, Path)) and str(model_name_or_config).endswith(".json"):
+        model_name_or_config = read_model_config(model_name_or_config)
     if isinstance(model_name_or_config, Mapping):
         config = dict(model_name_or_config)
         clip = _build_open_clip(config)
@@ -108,4 +127,9 @@ def get_tokenizer(model_name: str, **kwargs: Any) -> Any:
 
     if model_name in MODEL_CONFIGS:
         return MODEL_CONFIGS[model_name].tokenizer()
+    if str(model_name).endswith(".json"):
+        text = read_model_config(model_name)["text_cfg"]
+        if "hf_tokenizer_name" in text:
+            return open_clip.tokenizer.HFTokenizer(text["hf_tokenizer_name"], context_length=text.get("context_length", 77))
+        return open_clip.tokenizer.SimpleTokenizer(context_length=text.get("context_length", 77))
     return open_clip.get_tokenizer(model_name, **kwargs)
