@@ -41,8 +41,10 @@ class ModelConfig:
     second_options: dict = field(default_factory=dict)
     alpha: float = 0.5  # first-order weight of the combined embedding (and of the loss)
     separate_second_scale: bool = False
-    lock_image: bool = False  # LiT-style: freeze the image tower
+    lock_image: bool = False  # LiT-style: freeze the image tower ...
+    unlocked_image_groups: int = 0  # ... except its last N layer groups (timm trunks, open_clip ViTs)
     lock_text: bool = False
+    unlocked_text_layers: int = 0
     grad_checkpointing: bool = False
     compile: bool = False
     open_clip: dict = field(default_factory=dict)  # extra open_clip.create_model kwargs
@@ -70,7 +72,8 @@ class OptimConfig:
     """AdamW with linear warmup and cosine decay; a separate rate for the new heads."""
 
     lr: float = 5e-5
-    head_lr: float = 1e-3
+    head_lr: float = 1e-3  # the new heads, and parameters matching head_patterns
+    head_patterns: list = field(default_factory=list)  # e.g. ["clip.visual.head.*"]: a fresh projection
     weight_decay: float = 0.1
     betas: list = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6

@@ -9,10 +9,12 @@ produces the same subsequent losses as an uninterrupted one (on CPU).
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -52,18 +54,29 @@ def build_model(config: TrainConfig) -> DALIPModel:
         **m.open_clip,
     )
     if m.lock_image:
-        model.clip.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
+        with warnings.catch_warnings():  # open_clip imports timm's deprecated helpers module
+            warnings.simplefilter("ignore", FutureWarning)
+            # open_clip's own BN freezing turns timm's BatchNormAct2d into a plain frozen BN and
+            # drops its activation (EfficientNet's outputs then explode); timm's keeps it
+            model.clip.lock_image_tower(unlocked_groups=m.unlocked_image_groups, freeze_bn_stats=False)
+        trunk = getattr(model.clip.visual, "trunk", None)
+        if trunk is not None and m.unlocked_image_groups == 0:
+            from timm.layers import freeze_batch_norm_2d
+
+            model.clip.visual.trunk = freeze_batch_norm_2d(trunk)
     if m.lock_text:
-        model.clip.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)
+        model.clip.lock_text_tower(unlocked_layers=m.unlocked_text_layers, freeze_layer_norm=True)
     if m.grad_checkpointing:
         model.clip.set_grad_checkpointing(True)
     return model
 
 
 def build_optimizer(model: DALIPModel, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW: towers at ``lr`` (no decay on gains, biases, norms, logit scale), heads at ``head_lr``."""
+    """AdamW: towers at ``lr``, new heads (and ``head_patterns``) at ``head_lr``; no decay on
+    gains, biases, norms and the logit scale."""
     o = config.optim
     heads = {id(p) for p in model.head_parameters()}
+    heads |= {id(p) for n, p in model.named_parameters() if any(fnmatch.fnmatchcase(n, pat) for pat in o.head_patterns)}
     groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "heads": [], "heads_no_decay": []}
     for name, p in model.named_parameters():
         if not p.requires_grad:
