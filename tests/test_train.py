@@ -145,3 +145,20 @@ def test_torchrun_on_cpu(tmp_path, nproc):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(losses(tmp_path)) == [1, 2, 3] and (tmp_path / "eval.json").is_file()
+
+
+def test_locked_towers_keep_pretrained_features_and_stay_in_eval_mode():
+    """Locking must not change what a pretrained tower computes (BatchNormAct, dropout)."""
+    from dalip.train import load_config
+    from dalip.train.loop import build_model, set_train_mode
+
+    images = torch.rand(4, 3, 128, 128)
+    reference = build_model(load_config("quickstart", ["model.lock_image=false", "model.lock_text=false"])).eval()
+    config = load_config("quickstart")
+    locked = build_model(config)
+    locked.load_state_dict(reference.state_dict())
+    set_train_mode(locked, config)
+    assert not locked.clip.visual.training and not locked.clip.text.training and locked.second_heads.training
+    assert not any(p.requires_grad for p in locked.clip.visual.trunk.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(locked.clip.visual(images), reference.clip.visual(images), rtol=1e-4, atol=1e-4)

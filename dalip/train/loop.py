@@ -71,6 +71,16 @@ def build_model(config: TrainConfig) -> DALIPModel:
     return model
 
 
+def set_train_mode(model: DALIPModel, config: TrainConfig) -> None:
+    """Train mode, except fully locked towers stay in eval mode (no dropout, fixed norms)."""
+    model.train()
+    m = config.model
+    if m.lock_image and m.unlocked_image_groups == 0:
+        model.clip.visual.eval()
+    if m.lock_text and m.unlocked_text_layers == 0:
+        getattr(model.clip, "text", getattr(model.clip, "transformer", None)).eval()
+
+
 def build_optimizer(model: DALIPModel, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW: towers at ``lr``, new heads (and ``head_patterns``) at ``head_lr``; no decay on
     gains, biases, norms and the logit scale."""
@@ -181,7 +191,7 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
     checks = value_checks(config.run.value_checks)
     with checks:
         while step < target:
-            model.train()
+            set_train_mode(model, config)
             parts_sum: dict[str, torch.Tensor] = {}
             loss_sum = torch.zeros((), device=dist_info.device)
             skipped = 0
