@@ -24,13 +24,12 @@ for _p in (_ROOT, _HERE):  # dalip need not be installed; benchmarks/ modules im
         sys.path.insert(0, _p)
 
 import dalip  # noqa: E402
-from fast_mbdc import FastMBDC  # noqa: E402
 from floor_mbdc import FloorMBDC  # noqa: E402
 from reference_mbdc import ReferenceMBDC  # noqa: E402
 
 DIM, HEADS, REDUCED = 768, 4, 46
-#: the three variants the goals are about, plus the prototype
-MAIN_VARIANTS = ("mbdc_paper", "baseline", "floor", "fast_mbdc")
+#: the three variants the goals are about
+MAIN_VARIANTS = ("mbdc_paper", "baseline", "floor")
 
 
 @dataclass
@@ -61,7 +60,7 @@ def make_inputs(batch: int, tokens: int = 196, dim: int = DIM, device: str = "cp
 
 
 def build_variant(name: str, x: torch.Tensor, g: torch.Tensor, seed: int = 0) -> Variant:
-    """``name`` is a registered pooler, or ``baseline`` / ``floor`` / ``fast_mbdc``."""
+    """``name`` is a registered pooler, or ``baseline`` / ``floor``."""
     torch.manual_seed(seed)
     device = x.device
     if name == "baseline":
@@ -71,17 +70,11 @@ def build_variant(name: str, x: torch.Tensor, g: torch.Tensor, seed: int = 0) ->
         mod = FloorMBDC(DIM, HEADS, REDUCED).to(device).train()
         stats = mod.make_stats(x)
         return Variant(name, mod, lambda: mod(x, g, stats), (x, g, stats))
-    if name == "fast_mbdc":
-        mod = FastMBDC(
-            DIM, heads=HEADS, reduced_dim=REDUCED, guide_weighting=True, in_proj=True,
-            shared_reduction=True, norm="batch", dropout=0.5, square_proj=True,
-        ).to(device).train()
-        return Variant(name, mod, lambda: mod(x, guide=g), (x, g))
     mod = dalip.create_pooler(name, dim=DIM).to(device).train()
     guide = g if mod.requires_guide else None
     return Variant(name, mod, lambda: mod(x, guide=guide), (x, g))
 
 
 def all_variant_names() -> list[str]:
-    """Every registered pooler, then the baseline, the floor and the prototype."""
-    return list(dalip.list_poolers()) + ["baseline", "floor", "fast_mbdc"]
+    """Every registered pooler, then the baseline and the floor."""
+    return list(dalip.list_poolers()) + ["baseline", "floor"]

@@ -1,10 +1,13 @@
 """The matrix-multiply floor of the MBDC head: its dense layers and nothing else.
 
 Any implementation of ``mbdc_paper`` has to pay for these products (forward and
-backward); everything else (guide weighting, norm, ReLU, BDC, upper triangle) is
-overhead on top. The floor runs, with the same shapes as the real head:
+backward); everything else (guide weighting, BatchNorm, ReLU, dropout, BDC, upper
+triangle) is left out by design -- it is not a dense layer, although every
+implementation must pay for it too, so no implementation can reach the floor.
+The floor runs, with the same shapes as the real head:
 
-* the in-projection ``Linear(C, C, bias=False)`` on all ``1 + N`` tokens (guide included);
+* the in-projection ``Linear(C, C, bias=False)`` on the ``N`` tokens and on the guide
+  (two calls, as ``dalip`` does; no concatenation copy);
 * the shared reduction ``Linear(C/h, r, bias=False)`` on all ``N`` tokens of all ``h`` heads;
 * ``LayerNorm(S) -> Linear(S, S) -> Linear(S, C, bias=False)`` on a ``(B, S)`` input,
   ``S = h r (r + 1) / 2``.
@@ -47,13 +50,14 @@ class FloorMBDC(nn.Module):
 
     def forward(self, tokens: Tensor, guide: Tensor, stats: Tensor) -> Tensor:
         b, n, c = tokens.shape
-        x = self.in_proj(torch.cat([guide.unsqueeze(1), tokens], dim=1))  # b, 1+n, c
-        # the N tokens of all h heads through the shared reduction: (b * n * h, c / h) rows
-        z = self.reduce(x[:, 1:].reshape(b * n * self.heads, c // self.heads))
+        x = self.in_proj(tokens)  # b, n, c
+        g = self.in_proj(guide)  # b, c (the same products as one call on 1 + n tokens, without the concat copy)
+        # the N tokens of all h heads through the shared reduction: (b * n * h, c / h) rows, a view
+        z = self.reduce(x.view(b * n * self.heads, c // self.heads))
         y = self.head(stats)
         # tie the parts into one output so that out.sum().backward() reaches all of them;
-        # the extra reduction is ~1e6 adds, negligible next to the products
-        return y + z.sum() * 0.0
+        # the extra reductions are ~1e6 adds, negligible next to the products
+        return y + (z.sum() + g.sum()) * 0.0
 
     def make_stats(self, tokens: Tensor) -> Tensor:
         """A ``(B, S)`` stand-in for the statistic (a leaf that requires grad, as the real

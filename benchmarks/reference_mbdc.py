@@ -147,14 +147,14 @@ class ReferenceMBDC(nn.Module):
 
 def _check_compatible(ref: ReferenceMBDC, mbdc: nn.Module) -> None:
     reduce = mbdc.reduce
+    # a shared reduction has a shared norm: MaskedBatchNorm parameters and buffers of shape (r,),
+    # like BatchNorm1d(r); per-head ones ((g, r), shared_reduction=False) have no counterpart here
     if reduce.linear is None or reduce.norm is None or not hasattr(reduce.norm, "running_var"):
         raise ValueError("only an MBDC with a shared reduction and BatchNorm matches the reference")
     if isinstance(mbdc.in_proj, nn.Identity) or not isinstance(mbdc.head[1], nn.Linear):
         raise ValueError("only an MBDC with in_proj=True and square_proj=True matches the reference")
     if (mbdc.heads, mbdc.reduced_dim, mbdc.dim) != (ref.heads, ref.reduced_dim, ref.dim):
         raise ValueError("heads, reduced_dim and dim must agree")
-    if reduce.norm.weight.ndim != 1:
-        raise ValueError("the reduction norm must be shared across heads")
 
 
 def _pairs(ref: ReferenceMBDC, mbdc: nn.Module):
@@ -176,22 +176,25 @@ def _pairs(ref: ReferenceMBDC, mbdc: nn.Module):
 
 
 @torch.no_grad()
+def _copy(ref: ReferenceMBDC, mbdc: nn.Module, into_ref: bool) -> None:
+    """Copy every tensor of :func:`_pairs` and the two ``eps`` one way or the other."""
+    _check_compatible(ref, mbdc)
+    for r, d in _pairs(ref, mbdc):
+        dst, src = (r, d) if into_ref else (d, r)
+        dst.copy_(src.reshape(dst.shape))
+    if into_ref:
+        ref.eps, ref.bn.eps = mbdc.eps, mbdc.reduce.norm.eps
+    else:
+        mbdc.eps, mbdc.reduce.norm.eps = ref.eps, ref.bn.eps
+
+
 def load_from_dalip(ref: ReferenceMBDC, mbdc: nn.Module) -> ReferenceMBDC:
     """Copy the weights and BatchNorm running statistics of a ``dalip`` MBDC into ``ref``."""
-    _check_compatible(ref, mbdc)
-    for dst, src in _pairs(ref, mbdc):
-        dst.copy_(src.reshape(dst.shape))
-    ref.eps = mbdc.eps
-    ref.bn.eps = mbdc.reduce.norm.eps
+    _copy(ref, mbdc, into_ref=True)
     return ref
 
 
-@torch.no_grad()
 def load_into_dalip(mbdc: nn.Module, ref: ReferenceMBDC) -> nn.Module:
     """Copy the weights and BatchNorm running statistics of ``ref`` into a ``dalip`` MBDC."""
-    _check_compatible(ref, mbdc)
-    for src, dst in _pairs(ref, mbdc):
-        dst.copy_(src.reshape(dst.shape))
-    mbdc.eps = ref.eps
-    mbdc.reduce.norm.eps = ref.bn.eps
+    _copy(ref, mbdc, into_ref=False)
     return mbdc

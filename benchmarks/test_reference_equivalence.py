@@ -2,9 +2,12 @@
 
 Eval mode (dropout off, BatchNorm running statistics), weights copied from dalip,
 ``count_factor=True`` (dalip multiplies the softmax guide weights by the token
-count M; the published code does not). Also: the prototype ``fast_mbdc`` matches
-dalip in train and eval mode, and the published convention (no factor) does change
-the output, so the flag matters.
+count M; the published code does not). Also: the published convention (no factor)
+does change the output, so the flag matters.
+
+Tolerances: the tests run in float64, but dalip's ``guide_weights`` and
+``MaskedBatchNorm`` cast with ``.float()`` (float64 -> float32), so agreement is
+only to float32 precision (rtol 1e-5).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import pytest
 import torch
 
 import dalip
-from fast_mbdc import FastMBDC
 from floor_mbdc import FloorMBDC
 from reference_mbdc import ReferenceMBDC, load_from_dalip, load_into_dalip
 
@@ -52,7 +54,7 @@ def test_equivalent_small(b):
     ours, ref = _pair(96, 4, 8)
     ours, ref = ours.double(), ref.double()
     x, g = _inputs(b, 17, 96)
-    torch.testing.assert_close(ref(x, guide=g), ours(x, guide=g), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ref(x, guide=g), ours(x, guide=g), rtol=1e-5, atol=1e-6)
 
 
 def test_equivalent_paper_dims():
@@ -72,7 +74,7 @@ def test_gradients_match():
         m(xx, guide=gg).square().sum().backward()
         grads.append((xx.grad, gg.grad))
     for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_load_into_dalip_roundtrip():
@@ -87,11 +89,12 @@ def test_load_into_dalip_roundtrip():
 def test_train_mode_one_head_no_dropout():
     """With one head the per-head BatchNorm of the reference sees the same batch as dalip's."""
     torch.manual_seed(0)
-    ours = dalip.create_pooler("mbdc_paper", dim=32, heads=1, reduced_dim=8, dropout=0.0).double().train()
-    ref = load_from_dalip(ReferenceMBDC(32, 1, 8, dropout=0.0, count_factor=True), ours).double().train()
-    x, g = _inputs(3, 17, 32)
-    torch.testing.assert_close(ref(x, guide=g), ours(x, guide=g), rtol=1e-9, atol=1e-10)
-    torch.testing.assert_close(ref.bn.running_var, ours.reduce.norm.running_var)
+    # float32: dalip's MaskedBatchNorm cannot train in float64 (lerp_ of a float32 statistic)
+    ours = dalip.create_pooler("mbdc_paper", dim=32, heads=1, reduced_dim=8, dropout=0.0).train()
+    ref = load_from_dalip(ReferenceMBDC(32, 1, 8, dropout=0.0, count_factor=True), ours).train()
+    x, g = _inputs(3, 17, 32, dtype=torch.float32)
+    torch.testing.assert_close(ref(x, guide=g), ours(x, guide=g), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ref.bn.running_var, ours.reduce.norm.running_var, rtol=1e-5, atol=1e-7)
 
 
 def test_count_factor_changes_the_output():
@@ -102,13 +105,10 @@ def test_count_factor_changes_the_output():
         assert not torch.allclose(ref(x, guide=g), ours(x, guide=g), atol=1e-3)
 
 
-@pytest.mark.parametrize("train", [False, True])
-def test_fast_prototype_matches_dalip(train):
-    torch.manual_seed(0)
-    ours = dalip.create_pooler("mbdc_paper", dim=96, heads=4, reduced_dim=8, dropout=0.0).double()
-    fast = FastMBDC(96, heads=4, reduced_dim=8, dropout=0.0, square_proj=True).double()
-    fast.load_state_dict(ours.state_dict())
-    ours.train(train), fast.train(train)
-    x, g = _inputs(2, 17, 96)
-    torch.testing.assert_close(fast(x, guide=g), ours(x, guide=g), rtol=1e-9, atol=1e-10)
-    torch.testing.assert_close(fast.reduce.norm.running_var, ours.reduce.norm.running_var)
+
+def test_per_head_reduction_is_rejected():
+    """A per-head reduction (MaskedBatchNorm of shape (g, r)) has no counterpart in the reference."""
+    ours = dalip.create_pooler("mbdc_paper", dim=96, heads=4, reduced_dim=8, shared_reduction=False)
+    assert ours.reduce.norm.weight.shape == (4, 8)
+    with pytest.raises(ValueError, match="shared reduction"):
+        load_from_dalip(ReferenceMBDC(96, 4, 8), ours)

@@ -254,6 +254,16 @@ def test_guide_weights_are_uniform_for_equal_similarities():
     torch.testing.assert_close(w, torch.ones(2, 5, 3))
 
 
+def test_guide_cosine_gradcheck_and_dropout_statistics():
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    g = torch.nn.functional.normalize(torch.randn(2, 3, 4, dtype=torch.float64), dim=-1).requires_grad_(True)
+    assert torch.autograd.gradcheck(dalip.pooling.GuideCosine.apply, (x, g))
+    drop = dalip.pooling.layers.Dropout(0.5).train()
+    kept = drop(torch.ones(200_000))
+    assert set(kept.unique().tolist()) == {0.0, 2.0} and abs(kept.mean().item() - 1.0) < 0.01
+    assert torch.equal(drop.eval()(torch.ones(3)), torch.ones(3))
+
+
 def test_guide_weights_match_cosine_similarity_softmax():
     x, g = torch.randn(2, 7, 3, 4, dtype=torch.float64), torch.randn(2, 3, 4, dtype=torch.float64)
     mask = torch.ones(2, 7, dtype=torch.bool)
