@@ -1,12 +1,18 @@
-"""The ``dalip`` command line: ``train``, ``eval`` and ``demo``."""
+"""The ``dalip`` command line: ``train``, ``eval``, ``demo`` and the commands of
+the modules in ``COMMAND_MODULES`` (each has ``register(commands)`` adding its
+sub-parsers with a ``run`` default)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["COMMAND_MODULES", "main"]
+
+#: modules contributing sub-commands: each defines ``register(commands: argparse._SubParsersAction)``
+COMMAND_MODULES: list[str] = []
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -57,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--image-size", type=int, default=224, help="input resolution (224 -> 49 tokens)")
     demo.add_argument("--poolers", nargs="+", default=None, help="pooler names (default: all registered)")
     demo.set_defaults(run=_demo)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(commands)
     return parser
 
 
