@@ -209,3 +209,17 @@ def test_effl0_minilm_image_trunk_holds_the_shipped_imagenet_weights(effl0_minil
     assert out["image_second"].shape == (2, 384)
     tower = effl0_minilm.image_tower(torch.randn(1, 3, 128, 128))
     assert tower.tokens.shape == (1, 16, 1280)  # 4 x 4 final grid at 128 px
+
+
+def test_model_output_feeds_the_losses_and_matches_open_clip():
+    import open_clip
+
+    model = create_model(tiny(), second_options={"heads": 2})
+    out = model(images_for(model, 4), fake_text(4))
+    reference = open_clip.ClipLoss()(out["image_features"], out["text_features"], out["logit_scale"])
+    assert torch.equal(dalip.create_loss("distribution", alpha=1.0)(**out), reference)
+    mixed = dalip.create_loss("distribution", alpha=0.5)(**out)
+    second = open_clip.ClipLoss()(out["image_second"], out["text_second"], out["logit_scale"])
+    torch.testing.assert_close(mixed, 0.5 * reference + 0.5 * second)
+    mixed.backward()
+    assert model.second_heads["image"].pooler.in_proj.weight.grad is not None

@@ -162,3 +162,29 @@ def test_locked_towers_keep_pretrained_features_and_stay_in_eval_mode():
     assert not any(p.requires_grad for p in locked.clip.visual.trunk.parameters())
     with torch.no_grad():
         torch.testing.assert_close(locked.clip.visual(images), reference.clip.visual(images), rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_autocast_on_cpu_and_csv_evaluation(tmp_path):
+    """run.precision=bf16 trains (autocast on CPU), and a CSV image-caption file is evaluated."""
+    from PIL import Image
+
+    from dalip.data import twemoji_index
+
+    rows = []
+    for i, record in enumerate(twemoji_index()[:12]):
+        path = tmp_path / f"img{i}.png"
+        Image.open(record.path).convert("RGBA").convert("RGB").save(path)
+        rows.append(f"{path.name}\tan emoji of a {record.name}")
+    csv = tmp_path / "val.csv"
+    csv.write_text("filepath\ttitle\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "--config", TINY, "--output", str(out), "optim.steps=2", "run.precision=bf16",
+                 f"data.spec.val={csv}"]) == 0
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses(out).values())
+    results = json.loads((out / "eval.json").read_text())
+    assert results["combined"]["val"]["num_samples"] == 12 and "image_to_text_R@1" in results["combined"]["val"]
+    # dalip eval on another CSV through overrides
+    again = tmp_path / "again.json"
+    assert main(["eval", "--checkpoint", str(out / "checkpoint.pt"), "--output", str(again),
+                 f"data.spec.val={csv}", "data.spec.eval_subsets=[]"]) == 0
+    assert set(json.loads(again.read_text())["first"]) == {"val"}

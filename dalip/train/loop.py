@@ -107,6 +107,34 @@ def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractC
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
+class MetricsLog:
+    """Metrics as JSON lines (and TensorBoard scalars when ``run.tensorboard``)."""
+
+    def __init__(self, output: Path, rows: list[dict], tensorboard: bool) -> None:
+        self.path, self.rows = output / METRICS, rows
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # drop steps after the checkpoint
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                raise ImportError("run.tensorboard=true needs the 'tensorboard' package (pip install tensorboard)") from err
+            self.writer = SummaryWriter(str(output / "tensorboard"))
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.rows.append(row)
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self.writer.add_scalar(key, value, row["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
     if not path.is_file():
         return []
@@ -159,9 +187,10 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
         metrics = _read_metrics(output / METRICS, step)
         if dist_info.is_main:
             print(f"resumed from {checkpoint_path} at step {step}/{o.steps}")
+    log_metrics = None
     if dist_info.is_main:
         save_config(config, output / "config.yaml")
-        (output / METRICS).write_text("".join(json.dumps(r) + "\n" for r in metrics))
+        log_metrics = MetricsLog(output, metrics, config.run.tensorboard)
 
     net: nn.Module = model
     if dist_info.world_size > 1:
@@ -232,13 +261,13 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
                     "skipped": skipped,
                 }
                 window_start, window_images = time.perf_counter(), 0
-                with open(output / METRICS, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                metrics.append(row)
+                log_metrics.write(row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
             if step % config.run.checkpoint_every == 0 or step == target:
                 save_checkpoint()
     bar.close()
+    if log_metrics is not None:
+        log_metrics.close()
     if skipped_total and dist_info.is_main:
         print(f"skipped {skipped_total} unreadable samples (see the log for their paths)")
     if step < o.steps:
