@@ -188,3 +188,24 @@ def test_bf16_autocast_on_cpu_and_csv_evaluation(tmp_path):
     assert main(["eval", "--checkpoint", str(out / "checkpoint.pt"), "--output", str(again),
                  f"data.spec.val={csv}", "data.spec.eval_subsets=[]"]) == 0
     assert set(json.loads(again.read_text())["first"]) == {"val"}
+
+
+def test_train_batches_resume_at_any_micro_batch_for_maps_and_streams():
+    from torch.utils.data import IterableDataset, TensorDataset
+
+    from dalip.train.data_loading import TrainBatches
+    from dalip.train.distributed import DistInfo
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(range(10))
+
+    dist = DistInfo(0, 0, 1, torch.device("cpu"))
+    collate = lambda items: [int(i[0]) if isinstance(i, tuple) else int(i) for i in items]  # noqa: E731
+    for dataset in (TensorDataset(torch.arange(10)), Stream()):
+        straight = TrainBatches(dataset, collate, batch_size=3, workers=0, seed=1, dist=dist)
+        sequence = [straight.get(k) for k in range(9)]  # crosses epochs
+        for k in (0, 2, 4, 7):
+            resumed = TrainBatches(dataset, collate, batch_size=3, workers=0, seed=1, dist=dist)
+            assert [resumed.get(j) for j in range(k, 9)] == sequence[k:]
+        assert sequence[0] != sequence[3] or isinstance(dataset, Stream)  # map-style epochs reshuffle

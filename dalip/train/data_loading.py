@@ -76,9 +76,9 @@ class TrainBatches:
                     f"the training set has {len(dataset)} samples, fewer than one batch of "  # type: ignore[arg-type]
                     f"{batch_size} x {dist.world_size} ranks"
                 )
-        self._epoch, self._next, self._iter = -1, -1, None
+        self._next, self._iter = -1, None
 
-    def _loader(self, epoch: int, start_batch: int) -> Iterator[Any]:
+    def _loader(self, epoch: int, start_batch: int = 0) -> Iterator[Any]:
         kwargs: dict[str, Any] = dict(
             batch_size=self.batch_size, num_workers=self.workers, collate_fn=self.collate,
             pin_memory=self.dist.device.type == "cuda", persistent_workers=False,
@@ -86,31 +86,31 @@ class TrainBatches:
         if self.iterable:
             if hasattr(self.dataset, "set_epoch"):
                 self.dataset.set_epoch(epoch)
-            it = iter(DataLoader(self.dataset, **kwargs))
-            for _ in range(start_batch):  # streams cannot seek: skip what was consumed
-                next(it)
-            return it
+            return iter(DataLoader(self.dataset, **kwargs))
         self.dataset.epoch = epoch
         sampler = EpochOrder(len(self.dataset), self.seed, epoch, self.dist.rank, self.dist.world_size,
                              start_batch * self.batch_size)
         return iter(DataLoader(self.dataset, sampler=sampler, drop_last=True, **kwargs))
 
+    def _stream(self, k: int) -> Iterator[Any]:
+        """Micro-batches from ``k`` on, across epochs."""
+        if not self.iterable:
+            epoch, within = divmod(k, self.per_epoch)
+            while True:
+                yield from self._loader(epoch, within)
+                epoch, within = epoch + 1, 0
+        epoch, seen = 0, 0
+        while True:  # a stream cannot seek: consume what a resumed run already used
+            for batch in self._loader(epoch):
+                if seen >= k:
+                    yield batch
+                seen += 1
+            epoch += 1
+
     def get(self, k: int) -> Any:
-        if self.iterable:
-            epoch, within = 0, k
-            if self._iter is None or k != self._next:
-                self._iter, self._epoch = self._loader(epoch, within), epoch
-            try:
-                batch = next(self._iter)
-            except StopIteration:  # a finite stream: start its next pass
-                self._epoch += 1
-                self._iter = self._loader(self._epoch, 0)
-                batch = next(self._iter)
-            self._next = k + 1
-            return batch
-        epoch, within = divmod(k, self.per_epoch)
-        if self._iter is None or epoch != self._epoch or k != self._next:
-            self._iter, self._epoch = self._loader(epoch, within), epoch
+        """Micro-batch ``k`` of the run (sequential access is cheap, a jump restarts the loader)."""
+        if self._iter is None or k != self._next:
+            self._iter = self._stream(k)
         self._next = k + 1
         return next(self._iter)
 

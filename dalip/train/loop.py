@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -149,6 +149,64 @@ def _micro_batches(batches: TrainBatches, start: int) -> Iterator[Any]:
         micro += 1
 
 
+@dataclass
+class StepStats:
+    """Losses and counts of one optimizer step, or summed over a logging window."""
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor]
+    steps: int = 0
+    images: int = 0
+    skipped: int = 0
+
+    @classmethod
+    def empty(cls, device: torch.device) -> "StepStats":
+        return cls(torch.zeros((), device=device), {})
+
+    def add(self, other: "StepStats") -> None:
+        self.loss = self.loss + other.loss
+        for key, value in other.parts.items():
+            self.parts[key] = self.parts.get(key, 0) + value
+        self.steps += other.steps
+        self.images += other.images
+        self.skipped += other.skipped
+
+    def means(self) -> dict[str, float]:
+        """Mean loss and parts per step (one host sync, at logging time only)."""
+        n = max(self.steps, 1)
+        return {"loss": self.loss.item() / n, **{f"loss/{k}": v.item() / n for k, v in self.parts.items()}}
+
+
+def _train_step(net, model, loss_fn, tokenizer, micro_iter, optimizer, scheduler, config, dist_info) -> StepStats:
+    """One optimizer step over ``accum_steps`` micro-batches (no host synchronisation)."""
+    o = config.optim
+    stats = StepStats.empty(dist_info.device)
+    stats.steps = 1
+    for micro in range(o.accum_steps):
+        batch = next(micro_iter)
+        images = batch.images.to(dist_info.device, non_blocking=True)
+        texts = tokenizer(batch.texts).to(dist_info.device, non_blocking=True)
+        last = micro == o.accum_steps - 1
+        no_sync = net.no_sync() if isinstance(net, DistributedDataParallel) and not last else contextlib.nullcontext()
+        with no_sync, _autocast(config, dist_info.device):
+            out = net(images, texts)
+            loss, parts = loss_fn(**out, output_dict=True)
+        (loss / o.accum_steps).backward()
+        stats.add(StepStats(loss.detach() / o.accum_steps,
+                            {k: v.detach().float() / o.accum_steps for k, v in parts.items()},
+                            images=images.shape[0], skipped=batch.skipped))
+    if o.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    with torch.no_grad():  # as open_clip: keep the temperatures below 100
+        model.clip.logit_scale.clamp_(0, math.log(100))
+        if model.second_logit_scale is not None:
+            model.second_logit_scale.clamp_(0, math.log(100))
+    return stats
+
+
 def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
     """Train, checkpoint, evaluate; returns the evaluation results (main process).
 
@@ -216,51 +274,28 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
     target = o.steps if stop_after is None else min(o.steps, step + stop_after)
     skipped_total = sum(r.get("skipped", 0) for r in metrics)
     bar = tqdm(total=o.steps, initial=step, desc="train", unit="step", disable=not dist_info.is_main)
-    window_start, window_images = time.perf_counter(), 0
-    checks = value_checks(config.run.value_checks)
-    with checks:
+    window = StepStats.empty(dist_info.device)
+    window_start = time.perf_counter()
+    with value_checks(config.run.value_checks):
         while step < target:
             set_train_mode(model, config)
-            parts_sum: dict[str, torch.Tensor] = {}
-            loss_sum = torch.zeros((), device=dist_info.device)
-            skipped = 0
-            for micro in range(o.accum_steps):
-                batch = next(micro_iter)
-                skipped += batch.skipped
-                images = batch.images.to(dist_info.device, non_blocking=True)
-                texts = tokenizer(batch.texts).to(dist_info.device, non_blocking=True)
-                sync = micro == o.accum_steps - 1 or not isinstance(net, DistributedDataParallel)
-                with (contextlib.nullcontext() if sync else net.no_sync()), _autocast(config, dist_info.device):
-                    out = net(images, texts)
-                    loss, parts = loss_fn(**out, output_dict=True)
-                (loss / o.accum_steps).backward()
-                loss_sum += loss.detach() / o.accum_steps
-                for k, v in parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0) + v.detach().float() / o.accum_steps
-                window_images += images.shape[0]
-            if o.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            with torch.no_grad():  # as open_clip: keep the temperature below 100
-                model.clip.logit_scale.clamp_(0, math.log(100))
+            stats = _train_step(net, model, loss_fn, tokenizer, micro_iter, optimizer, scheduler, config, dist_info)
+            window.add(stats)
             step += 1
-            skipped_total += skipped
+            skipped_total += stats.skipped
             bar.update(1)
             if dist_info.is_main and (step % config.run.log_every == 0 or step == target):
                 elapsed = time.perf_counter() - window_start
                 row = {
                     "step": step,
-                    "loss": loss_sum.item(),
-                    **{f"loss/{k}": v.item() for k, v in parts_sum.items()},
+                    **window.means(),
                     "lr": scheduler.get_last_lr()[0],
                     "head_lr": scheduler.get_last_lr()[-1],
                     "logit_scale": model.clip.logit_scale.exp().item(),
-                    "images_per_s": window_images * dist_info.world_size / max(elapsed, 1e-9),
-                    "skipped": skipped,
+                    "images_per_s": window.images * dist_info.world_size / max(elapsed, 1e-9),
+                    "skipped": window.skipped,
                 }
-                window_start, window_images = time.perf_counter(), 0
+                window, window_start = StepStats.empty(dist_info.device), time.perf_counter()
                 log_metrics.write(row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
             if step % config.run.checkpoint_every == 0 or step == target:
