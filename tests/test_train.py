@@ -209,3 +209,9 @@ def test_train_batches_resume_at_any_micro_batch_for_maps_and_streams():
             resumed = TrainBatches(dataset, collate, batch_size=3, workers=0, seed=1, dist=dist)
             assert [resumed.get(j) for j in range(k, 9)] == sequence[k:]
         assert sequence[0] != sequence[3] or isinstance(dataset, Stream)  # map-style epochs reshuffle
+
+
+def test_gradient_checkpointing_option_trains(tmp_path):
+    assert main(["train", "--config", TINY, "--output", str(tmp_path), "optim.steps=2",
+                 "model.grad_checkpointing=true", "eval.embeddings=[combined]"]) == 0
+    assert sorted(losses(tmp_path)) == [1, 2]
