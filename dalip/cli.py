@@ -11,8 +11,8 @@ from pathlib import Path
 
 __all__ = ["COMMAND_MODULES", "main"]
 
-#: modules contributing sub-commands: each defines ``register(commands: argparse._SubParsersAction)``
 COMMAND_MODULES: list[str] = []
+"""Modules contributing sub-commands; each defines ``register(commands)`` adding its sub-parsers."""
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``dalip`` command line; returns the exit status (2 for a config or file error)."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -8,9 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import importlib
+
 import pytest
 
 import dalip
+
+# every name in these modules' __all__ must be documented in the API reference
+REFERENCE_MODULES = [
+    "dalip", "dalip.registry", "dalip.pooling", "dalip.pooling.functional", "dalip.pooling.layers",
+    "dalip.losses", "dalip.models", "dalip.data", "dalip.eval", "dalip.train", "dalip.train.config",
+    "dalip.train.checkpoint", "dalip.cli",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples" / "tutorials").glob("*.py")) + [ROOT / "examples" / "swap_second_order.py"]
@@ -42,7 +51,22 @@ def test_mkdocs_build_strict(tmp_path):
     assert result.returncode == 0, result.stderr[-5000:]
     catalogue = (site / "components" / "index.html").read_text()
     for name in dalip.list_poolers():
-        assert name in catalogue
+        assert f'id="{name}"' in catalogue, name
+    for name in dalip.list_losses():
+        assert f'id="loss-{name}"' in catalogue, name
+    # the API reference: an anchor per public name (dalip.X.name) of every public module
+    anchors = {
+        anchor.rsplit(".", 1)[-1]
+        for page in (site / "reference").rglob("*.html")
+        for anchor in re.findall(r'id="(dalip\.[\w.]+)"', page.read_text())
+    }
+    for module in REFERENCE_MODULES:
+        missing = set(importlib.import_module(module).__all__) - anchors - {"__version__"}
+        assert not missing, f"{module}: not in the API reference: {sorted(missing)}"
+    # snippets were included (a failed include leaves the marker or an empty block)
+    for page in ("tutorials/train", "tutorials/register-a-component", "concepts/objective", "tutorials/scale-out"):
+        html = (site / page / "index.html").read_text()
+        assert "--8&lt;--" not in html and "--8<--" not in html, page
     assert (site / "assets" / "katex" / "katex.min.js").is_file()
     for page in site.rglob("*.html"):  # offline: no scripts or styles from the network
         assert not re.search(r'(src|href)="https?://[^"]+\.(js|css)', page.read_text()), page

@@ -32,7 +32,8 @@ class MixedDataset(Dataset):
     """Map-style mix of two map-style datasets.
 
     Args:
-        domain, general: the two sources (neither may be empty unless its fraction is 0).
+        domain: the domain source (may be empty only if ``domain_fraction`` is 0).
+        general: the general source (may be empty only if ``domain_fraction`` is 1).
         domain_fraction: probability that an item comes from `domain`.
         seed: fixes the plan of every epoch.
         length: items per epoch; default ``len(domain) + len(general)``.

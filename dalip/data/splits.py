@@ -47,7 +47,9 @@ def concept_split(
     """``{name: "train" | "val"}`` for every concept (see the module docstring).
 
     Args:
-        names, subcategories, categories: one entry per image (repeats are fine).
+        names: concept name of every image (repeats are fine).
+        subcategories: emoji subcategory of every image.
+        categories: emoji category of every image.
         val_fraction: the hash threshold; the held-out share ends a little lower
             because of the mention rules.
     """

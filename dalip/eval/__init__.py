@@ -10,7 +10,7 @@ save_results(results, "results.json")
 """
 
 from .encode import default_image_transform, encode_images, encode_texts, to_float_images
-from .evaluate import EvalSetLike, Results, TaskLike, evaluate, evaluate_set
+from .run import EvalSetLike, Results, TaskLike, evaluate, evaluate_set
 from .report import format_results, save_results
 from .retrieval import recall_at_k, retrieval_recall
 from .zero_shot import class_embeddings, topk_accuracy, zero_shot_accuracy, zero_shot_classifier

@@ -36,9 +36,10 @@ class ContrastiveLoss(PairLoss):
         features: which pair, ``"first"`` or ``"second"``.
         separate_scales: for ``features="second"``, read ``second_logit_scale`` /
             ``second_logit_bias`` instead of the shared ``logit_scale`` / ``logit_bias``.
-        rank, world_size: this process's place in the group; None reads them from
-            torch.distributed at call time (so the loss may be built before
-            ``init_process_group``), or 0 / 1 when it is not initialised.
+        rank: this process's rank; None reads torch.distributed at call time (so the
+            loss may be built before ``init_process_group``), 0 when not initialised.
+        world_size: number of processes; None reads torch.distributed at call time,
+            1 when not initialised.
     """
 
     def __init__(
@@ -82,7 +83,10 @@ class ClipLoss(ContrastiveLoss):
             ``world_size`` times those of the single-process loss on the global
             batch, so that DDP's gradient averaging gives exactly that loss's
             parameter gradients (see ``tests/test_losses_distributed.py``).
-        features, separate_scales, rank, world_size: see `ContrastiveLoss`.
+        features: which pair, ``"first"`` or ``"second"`` (see `ContrastiveLoss`).
+        separate_scales: use the second pair's own logit scale (see `ContrastiveLoss`).
+        rank: this process's rank (see `ContrastiveLoss`).
+        world_size: number of processes (see `ContrastiveLoss`).
     """
 
     part_name = "clip"

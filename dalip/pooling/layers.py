@@ -17,6 +17,7 @@ from torch import Tensor, nn
 __all__ = ["Dropout", "GroupNormLayer", "MaskedBatchNorm", "NormKind", "TokenReduction"]
 
 NormKind = Literal["batch", "layer", "none"]
+"""Norm of a token reduction: mask-aware BatchNorm, per-token LayerNorm, or none."""
 NORM_KINDS = ("batch", "layer", "none")
 
 

@@ -200,6 +200,20 @@ def list_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
+PATH_KEYS = (("model", "name"), ("model", "pretrained"), ("data", "spec", "train"), ("data", "spec", "val"))
+
+
+def _resolve_paths(data: dict, folder: Path) -> None:
+    """File paths in a config are relative to the config's folder when a file is there."""
+    for keys in PATH_KEYS:
+        node = data
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        value = node.get(keys[-1]) if isinstance(node, dict) else None
+        if isinstance(value, str) and not Path(value).is_absolute() and (folder / value).is_file():
+            node[keys[-1]] = str((folder / value).resolve())
+
+
 def _read_yaml(name_or_path: str | Path) -> dict:
     path = Path(name_or_path)
     if not path.is_file():
@@ -215,6 +229,7 @@ def _read_yaml(name_or_path: str | Path) -> dict:
         raise ConfigError(f"{path}: malformed YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    _resolve_paths(data, path.parent)
     base = data.pop("base", None)  # configs compose: `base: quickstart` plus small overrides
     if base is not None:
         base_path = (path.parent / base) if (path.parent / str(base)).is_file() else base

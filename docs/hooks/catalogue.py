@@ -3,8 +3,20 @@
 * ``components.md``: the marker ``<!-- dalip:pooler-catalogue -->`` is replaced by
   a catalogue of every pooler in ``dalip.pooling.POOLERS`` (name, description,
   constructor parameters with their defaults, output size for ``dim=768``).
+* ``components.md``: the marker ``<!-- dalip:loss-catalogue -->`` is replaced by a
+  catalogue of every loss in ``dalip.losses.LOSSES`` (name, description,
+  constructor parameters with their defaults, the parts and weights of the loss
+  built with its defaults).
 * ``benchmarks.md``: the marker ``<!-- dalip:benchmark-results -->`` is replaced by
-  the tables in ``benchmarks/results/*.md`` (or a note that there are none yet).
+  the tables in ``benchmarks/results/*.md`` except the ablation ones (or a note
+  that there are none yet).
+* ``reference/cli.md``: the marker ``<!-- dalip:cli-help -->`` is replaced by the
+  ``--help`` text of ``dalip`` and of each of its sub-commands.
+* ``ablations.md``: the marker ``<!-- dalip:ablation-results -->`` is replaced by
+  the tables in ``benchmarks/results/{ablation,sweep}*.md``.
+
+Every ``.md`` file under ``benchmarks/results/`` is picked up on the next build;
+nothing needs registering.
 
 Registered in ``mkdocs.yml`` under ``hooks:``; nothing here is copied to the site.
 """
@@ -22,6 +34,11 @@ log = logging.getLogger("mkdocs.hooks.dalip")
 
 POOLER_MARKER = "<!-- dalip:pooler-catalogue -->"
 BENCH_MARKER = "<!-- dalip:benchmark-results -->"
+LOSS_MARKER = "<!-- dalip:loss-catalogue -->"
+ABLATION_MARKER = "<!-- dalip:ablation-results -->"
+CLI_MARKER = "<!-- dalip:cli-help -->"
+# result files that belong on the Ablation results page rather than Benchmarks
+ABLATION_PATTERNS = ("ablation*.md", "sweep*.md")
 CATALOGUE_DIM = 768
 
 _root: Path = Path(__file__).resolve().parents[2]
@@ -47,10 +64,20 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     uri = page.file.src_uri
     if POOLER_MARKER in markdown:
         markdown = markdown.replace(POOLER_MARKER, pooler_catalogue())
+    if LOSS_MARKER in markdown:
+        markdown = markdown.replace(LOSS_MARKER, loss_catalogue())
+    elif uri == "components.md":
+        log.warning("components.md lost its %s marker", LOSS_MARKER)
     if BENCH_MARKER in markdown:
         markdown = markdown.replace(BENCH_MARKER, benchmark_results())
     elif uri == "benchmarks.md":
         log.warning("benchmarks.md lost its %s marker", BENCH_MARKER)
+    if CLI_MARKER in markdown:
+        markdown = markdown.replace(CLI_MARKER, cli_help())
+    if ABLATION_MARKER in markdown:
+        markdown = markdown.replace(ABLATION_MARKER, ablation_results())
+    elif uri == "ablations.md":
+        log.warning("ablations.md lost its %s marker", ABLATION_MARKER)
     return markdown
 
 
@@ -97,12 +124,40 @@ def _arg_docs(constructor: Any) -> dict[str, str]:
     except Exception as err:  # an unparsable docstring must not break the site
         log.info("could not parse the docstring of %r: %s", constructor, err)
         return {}
-    return {
-        p.name: " ".join(p.description.split())
-        for section in sections
-        if section.kind.value == "parameters"
-        for p in section.value
-    }
+    out: dict[str, str] = {}
+    for section in sections:
+        if section.kind.value != "parameters":
+            continue
+        for p in section.value:
+            for name in p.name.split(","):  # "features, rank: see `ContrastiveLoss`."
+                out.setdefault(name.strip(), " ".join(p.description.split()))
+    return out
+
+
+def _inherited_arg_docs(cls: Any) -> dict[str, str]:
+    """`_arg_docs` of a class, completed from its base classes' docstrings (a
+    subclass's own text wins, except a bare "see `Base`" pointer)."""
+    out: dict[str, str] = {}
+    for klass in getattr(cls, "__mro__", (cls,)):
+        if klass.__module__.split(".")[0] != "dalip":
+            continue
+        for name, text in _arg_docs(klass).items():
+            if name not in out or out[name].lower().startswith("see "):
+                out[name] = text
+    return out
+
+
+def _parameter_rows(entry: Any, described: dict[str, str]) -> list[str]:
+    rows = ["| parameter | type | default | description |", "|---|---|---|---|"]
+    for p in entry.signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        default = _default(p)
+        if p.name in entry.defaults:
+            default += " (preset)"
+        ann = f"`{_annotation(p)}`" if _annotation(p) else ""
+        rows.append(f"| `{p.name}` | {ann} | {default} | {_cell(described.get(p.name, ''))} |")
+    return rows
 
 
 def pooler_catalogue() -> str:
@@ -131,16 +186,7 @@ def pooler_catalogue() -> str:
             f"| {_count(n_params)} | {_cell(desc)} |"
         )
 
-        described = _arg_docs(cls)
-        rows = ["| parameter | type | default | description |", "|---|---|---|---|"]
-        for p in entry.signature.parameters.values():
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                continue
-            default = _default(p)
-            if p.name in entry.defaults:
-                default += " (preset)"
-            ann = f"`{_annotation(p)}`" if _annotation(p) else ""
-            rows.append(f"| `{p.name}` | {ann} | {default} | {_cell(described.get(p.name, ''))} |")
+        rows = _parameter_rows(entry, _inherited_arg_docs(cls))
         preset = ""
         if entry.defaults:
             args = ", ".join(f"{k}={v!r}" for k, v in entry.defaults.items())
@@ -161,6 +207,97 @@ def pooler_catalogue() -> str:
     return head + "\n" + "\n".join(sections)
 
 
+# ---------------------------------------------------------------- losses
+
+
+def _public_path(cls: Any, package: str) -> str:
+    """``package.Name`` when the package re-exports the class, else its own module path."""
+    import importlib
+
+    module = importlib.import_module(package)
+    if getattr(module, cls.__name__, None) is cls:
+        return f"{package}.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _loss_parts(entry: Any) -> str:
+    """The parts (and their weights) of the loss built with its defaults."""
+    required = [
+        p.name for p in entry.signature.parameters.values()
+        if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
+        return "set by " + ", ".join(f"`{n}`" for n in required)
+    from dalip.losses import LOSSES
+
+    try:
+        loss = LOSSES.create(entry.name)
+    except Exception as err:  # a loss that cannot be built bare must not break the site
+        log.info("could not build loss %r with its defaults: %s", entry.name, err)
+        return ""
+    return ", ".join(f"`{k}` ({w:g})" for k, w in loss.weights.items())
+
+
+def loss_catalogue() -> str:
+    from dalip.losses import LOSSES
+
+    names = LOSSES.list()
+    summary = [
+        "| name | class | parts (weight) with the defaults | parameters | description |",
+        "|---|---|---|---|---|",
+    ]
+    sections = []
+    for name in names:
+        entry = LOSSES.get(name)
+        cls = entry.constructor
+        qual = _public_path(cls, "dalip.losses")
+        desc = entry.description or "(no description)"
+        parts = _loss_parts(entry)
+        n_args = sum(
+            1 for p in entry.signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        )
+        summary.append(
+            f"| [`{name}`](#loss-{name}) | [`{cls.__name__}`][{qual}] | {parts} | {n_args} | {_cell(desc)} |"
+        )
+        rows = _parameter_rows(entry, _inherited_arg_docs(cls))
+        preset = ""
+        if entry.defaults:
+            args = ", ".join(f"{k}={v!r}" for k, v in entry.defaults.items())
+            preset = f"\nPreset of [`{cls.__name__}`][{qual}]: `{cls.__name__}({args})`.\n"
+        sections.append(
+            f"### `{name}` {{ #loss-{name} }}\n\n"
+            f"{desc}\n{preset}\n"
+            f"- class: [`{qual}`][{qual}]\n"
+            f"- parts (weight) of `create_loss(\"{name}\")`: {parts or 'see the class'}\n\n"
+            + "\n".join(rows) + "\n"
+        )
+    head = (
+        f"{len(names)} losses are registered: {', '.join(f'`{n}`' for n in names)}.\n\n"
+        + "\n".join(summary)
+        + "\n"
+    )
+    return head + "\n" + "\n".join(sections)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def cli_help() -> str:
+    import argparse
+    import os
+
+    from dalip.cli import build_parser
+
+    os.environ.setdefault("COLUMNS", "100")  # stable wrapping of the help text
+    parser = build_parser()
+    parser.prog = "dalip"
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    blocks = [f"## `dalip`\n\n```text\n{parser.format_help().rstrip()}\n```\n"]
+    for name, command in sub.choices.items():
+        blocks.append(f"## `dalip {name}`\n\n```text\n{command.format_help().rstrip()}\n```\n")
+    return "\n".join(blocks)
+
+
 # ---------------------------------------------------------------- benchmarks
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
@@ -178,15 +315,13 @@ def _demote(text: str) -> str:
     return "\n".join(out)
 
 
-def benchmark_results() -> str:
-    results = sorted((_root / "benchmarks" / "results").glob("*.md"))
-    if not results:
-        return (
-            '!!! note "No results yet"\n'
-            "    No result tables have been committed under `benchmarks/results/` yet.\n"
-            "    Once a benchmark writes `benchmarks/results/<name>.md`, it appears here\n"
-            "    on the next documentation build.\n"
-        )
+def _result_files(ablation: bool) -> list[Path]:
+    folder = _root / "benchmarks" / "results"
+    claimed = {p for pattern in ABLATION_PATTERNS for p in folder.glob(pattern)}
+    return sorted(claimed if ablation else set(folder.glob("*.md")) - claimed)
+
+
+def _render_results(results: list[Path]) -> str:
     parts = []
     for path in results:
         text = path.read_text(encoding="utf-8").strip()
@@ -194,3 +329,27 @@ def benchmark_results() -> str:
             text = f"# {path.stem.replace('_', ' ')}\n\n{text}"
         parts.append(_demote(text) + f"\n\n<small>Source: `benchmarks/results/{path.name}`</small>\n")
     return "\n\n".join(parts)
+
+
+def ablation_results() -> str:
+    results = _result_files(ablation=True)
+    if not results:
+        return (
+            '!!! note "No ablation results yet"\n'
+            "    No ablation tables have been committed under `benchmarks/results/` yet\n"
+            "    (files named `ablation*.md` or `sweep*.md`). Once one is, it appears\n"
+            "    here on the next documentation build.\n"
+        )
+    return _render_results(results)
+
+
+def benchmark_results() -> str:
+    results = _result_files(ablation=False)
+    if not results:
+        return (
+            '!!! note "No results yet"\n'
+            "    No result tables have been committed under `benchmarks/results/` yet.\n"
+            "    Once a benchmark writes `benchmarks/results/<name>.md`, it appears here\n"
+            "    on the next documentation build.\n"
+        )
+    return _render_results(results)

@@ -1,7 +1,7 @@
 """Tutorial: register your own pooler so configs can name it.
 
 Blocks between the ``--8<--`` markers are included in
-docs/tutorials/register-a-pooler.md.
+docs/tutorials/register-a-component.md.
 
 Run: python examples/tutorials/register_a_pooler.py   (CPU, a few seconds)
 """

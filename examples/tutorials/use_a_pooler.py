@@ -98,6 +98,20 @@ loss = (alpha * info_nce(f_img, f_txt, logit_scale)
 loss.backward()
 print(loss.item())
 # --8<-- [end:loss]
+
+# --8<-- [start:registered-loss]
+import dalip
+
+loss_fn = dalip.create_loss("distribution", alpha=0.5)  # base="clip" on both pairs
+outputs = {  # the keys a DALIPModel returns (logit_scale already exp'd)
+    "image_features": f_img, "text_features": f_txt,
+    "image_second": s_img, "text_second": s_txt,
+    "logit_scale": logit_scale.exp(),
+}
+total, parts = loss_fn(**outputs, output_dict=True)
+print(parts)  # {'first': tensor(...), 'second': tensor(...)}, unweighted, detached
+assert torch.allclose(total, loss)  # the same number as the hand-written loss
+# --8<-- [end:registered-loss]
 assert image_head.second.in_proj.weight.grad is not None
 
 # --8<-- [start:autocast]
