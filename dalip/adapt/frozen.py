@@ -1,0 +1,61 @@
+"""The frozen model of a few-shot run: a config's model, optionally with a `dalip train` checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor, nn
+
+__all__ = ["FrozenModel", "freeze", "load_frozen_model"]
+
+
+@dataclass
+class FrozenModel:
+    """A model in eval mode with gradients off, its tokenizer and its image input.
+
+    Attributes:
+        source: what was loaded, for reports (``"config quickstart"`` / ``"checkpoint ..."``).
+    """
+
+    model: nn.Module
+    tokenizer: Callable[[list[str]], Tensor]
+    image_size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    source: str
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and ``requires_grad=False`` on every parameter; returns the model."""
+    return model.eval().requires_grad_(False)
+
+
+def load_frozen_model(config: str | Path = "quickstart", checkpoint: str | Path | None = None) -> FrozenModel:
+    """The model of ``config`` (a shipped name or YAML path), or of ``checkpoint``'s own config.
+
+    Without a checkpoint the towers are the config's (pretrained) towers and any DALIP
+    heads are freshly initialised -- untrained -- so the second-order and combined
+    embeddings are random projections of the tokens. A ``checkpoint.pt`` from
+    ``dalip train`` restores the trained heads and projection.
+    """
+    from ..models import get_tokenizer
+    from ..train import build_model, load_config
+    from ..train.checkpoint import load_training_checkpoint
+    from ..train.config import config_from_dict
+    from ..train.data_loading import make_spec
+
+    if checkpoint is not None:
+        state = load_training_checkpoint(checkpoint)
+        cfg = config_from_dict(state["config"])
+        model = build_model(cfg)
+        model.load_state_dict(state["model"])
+        source = f"checkpoint {checkpoint} (step {state['step']})"
+    else:
+        cfg = load_config(config)
+        model = build_model(cfg)
+        source = f"config {config} (untrained DALIP heads)" if getattr(model, "has_second_order", False) \
+            else f"config {config}"
+    spec = make_spec(cfg)
+    return FrozenModel(freeze(model), get_tokenizer(cfg.model.name), spec.image_size, spec.mean, spec.std, source)
