@@ -6,7 +6,7 @@ one step, for the functional BDC core on ``z (B h, r, M)`` and for the whole
 around B=32, M=196, r=32, h=4. Expected growth: linear in M and B, quadratic in r
 (Gram products ``r^2 M`` and ``r x r`` distances), linear in h for the core.
 
-    python benchmarks/scaling.py [--repeats 5] [--device cpu|cuda]
+    python benchmarks/scaling.py [--repeats 5] [--device cpu|cuda] [--threads 1]
 
 Writes ``benchmarks/results/scaling_<device>.md`` and ``.png`` (log-log, with the
 fitted slope of every curve).
@@ -80,7 +80,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads (1: growth curves unaffected by other processes' load)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     rows, curves = [], {}
     for kind in ("bdc core", "mbdc"):
         for axis, values in SWEEP.items():
@@ -99,7 +102,7 @@ def main(argv=None) -> None:
         f"# Scaling of bdc and mbdc ({args.device})",
         "",
         f"- device: {device}; torch {torch.__version__}; {torch.get_num_threads()} threads; {when}",
-        f"- command: `python benchmarks/scaling.py --repeats {args.repeats} --device {args.device}`",
+        f"- command: `python benchmarks/scaling.py --repeats {args.repeats} --device {args.device} --threads {args.threads}`",
         f"- one size varied at a time around {BASE}; mbdc at C={DIM}, no square projection; fwd+bwd, float32",
         "",
         "| module | varied | value | fwd+bwd (ms) | peak memory (MiB) |",

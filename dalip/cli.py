@@ -11,7 +11,7 @@ from pathlib import Path
 
 __all__ = ["COMMAND_MODULES", "main"]
 
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["dalip.sweep.cli", "dalip.adapt.cli"]
 """Modules contributing sub-commands; each defines ``register(commands)`` adding its sub-parsers."""
 
 

@@ -223,3 +223,11 @@ def test_model_output_feeds_the_losses_and_matches_open_clip():
     torch.testing.assert_close(mixed, 0.5 * reference + 0.5 * second)
     mixed.backward()
     assert model.second_heads["image"].pooler.in_proj.weight.grad is not None
+
+
+def test_open_clip_options_reach_dict_configs_for_siglip():
+    model = create_model(tiny(), second_options={"heads": 2}, init_logit_bias=-10.0)
+    out = model(images_for(model, 4), fake_text(4))
+    assert out["logit_bias"].item() == -10.0
+    loss = dalip.create_loss("distribution", base="siglip")(**out)
+    assert torch.isfinite(loss)

@@ -75,7 +75,8 @@ def create_model(
         alpha: first-order weight of the combined embedding.
         separate_second_scale: learn a second logit scale for the second-order pair.
         pretrained_towers: for dalip configs, load the weights their packages ship.
-        **open_clip_kwargs: passed to ``open_clip.create_model`` for named architectures.
+        **open_clip_kwargs: passed to ``open_clip.create_model`` for named architectures,
+            or added to the model config otherwise (e.g. ``init_logit_bias=-10`` for SigLIP).
 
     Returns:
         a `DALIPModel`.
@@ -85,11 +86,11 @@ def create_model(
     if isinstance(model_name_or_config, (str, Path)) and str(model_name_or_config).endswith(".json"):
         model_name_or_config = read_model_config(model_name_or_config)
     if isinstance(model_name_or_config, Mapping):
-        config = dict(model_name_or_config)
+        config = {**dict(model_name_or_config), **open_clip_kwargs}
         clip = _build_open_clip(config)
     elif model_name_or_config in MODEL_CONFIGS:
         spec = MODEL_CONFIGS[model_name_or_config]
-        config = spec.build(pretrained_towers)
+        config = {**spec.build(pretrained_towers), **open_clip_kwargs}
         clip = _build_open_clip(config)
         if pretrained_towers:
             spec.load_towers(clip)

@@ -1,0 +1,25 @@
+"""Sweeps (variants x seeds of a base config, summarised in tables and plots) and weight interpolation.
+
+```bash
+dalip sweep --sweep examples/ablations/second_order.yaml --output runs/second_order
+dalip interpolate --start init --end runs/ft/checkpoint.pt --output runs/interp
+```
+"""
+
+from .aggregate import Row, collect, format_markdown, summarise, write_tables
+from .runner import Run, plan_runs, run_sweep
+from .spec import SMOKE_OVERRIDES, SweepSpec, load_sweep
+
+__all__ = [
+    "SMOKE_OVERRIDES",
+    "Row",
+    "Run",
+    "SweepSpec",
+    "collect",
+    "format_markdown",
+    "load_sweep",
+    "plan_runs",
+    "run_sweep",
+    "summarise",
+    "write_tables",
+]

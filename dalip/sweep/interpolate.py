@@ -1,0 +1,132 @@
+"""Weight-space interpolation between a start and a fine-tuned model (WiSE-FT style).
+
+``theta(t) = (1 - t) * theta_start + t * theta_end`` for every floating tensor;
+integer buffers (batch-norm counters) come from the end model. The model is
+built from the end checkpoint's config. The start is either
+
+- ``"init"``: the end run's own step-0 weights, rebuilt exactly as ``dalip train``
+  builds them (``torch.manual_seed(run.seed)`` then the model of the config,
+  including its ``model.pretrained`` file), so no step-0 checkpoint is needed; or
+- a checkpoint (a dalip ``checkpoint.pt`` or an open_clip checkpoint of the
+  towers): tensors it lacks (e.g. heads a plain CLIP start does not have, or
+  a different shape) start from the end run's step-0 weights as above.
+
+A useful pair: a run trained on general (or mixed) data as the start and the
+same model fine-tuned on domain data (``model.pretrained=<start>/checkpoint.pt``)
+as the end; the curve then shows how much domain accuracy each step towards the
+fine-tuned weights buys and how much general accuracy it costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..train.config import TrainConfig, config_from_dict
+from .aggregate import collect, summarise, write_tables
+from .plots import headline_embedding, plot_tradeoff
+
+__all__ = ["blend", "initial_state", "interpolate_and_evaluate", "start_state"]
+
+INIT = "init"
+
+
+def initial_state(config: TrainConfig) -> dict[str, Tensor]:
+    """The step-0 weights of a run of `config` (same seed and construction as ``train``)."""
+    from ..train import build_model
+
+    torch.manual_seed(config.run.seed)
+    return {k: v.detach().clone() for k, v in build_model(config).state_dict().items()}
+
+
+def start_state(start: str | Path, config: TrainConfig, end: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """The start weights for every key of `end`, and the keys filled from the step-0 weights."""
+    init = initial_state(config)
+    if str(start) == INIT:
+        return init, []
+    from ..models.checkpoint import read_state_dict
+
+    given = read_state_dict(start)
+    if given and not any(k.startswith("clip.") for k in given):  # an open_clip checkpoint of the towers
+        given = {f"clip.{k}": v for k, v in given.items()}
+    state, filled = {}, []
+    for key, value in end.items():
+        if key in given and given[key].shape == value.shape:
+            state[key] = given[key]
+        else:
+            state[key] = init[key]
+            filled.append(key)
+    return state, filled
+
+
+def blend(start: dict[str, Tensor], end: dict[str, Tensor], t: float) -> dict[str, Tensor]:
+    """``(1 - t) * start + t * end`` for floating tensors; other tensors from `end`."""
+    return {
+        k: torch.lerp(start[k].to(v.dtype), v, t) if v.is_floating_point() else v.clone()
+        for k, v in end.items()
+    }
+
+
+def _tradeoff_points(rows, metric: str, domain: str, general: str) -> list[tuple[float, float, float]]:
+    points = []
+    for label in dict.fromkeys(r.variant for r in rows):
+        mine = [r for r in rows if r.variant == label]
+        emb = headline_embedding([r.embedding for r in mine])
+        by_subset = {r.subset: r.mean.get(metric) for r in mine if r.embedding == emb}
+        if by_subset.get(domain) is not None and by_subset.get(general) is not None:
+            points.append((float(label.removeprefix("t=")), by_subset[domain], by_subset[general]))
+    return points
+
+
+def interpolate_and_evaluate(
+    start: str | Path, end: str | Path, ratios: Sequence[float], output: Path,
+    overrides: list[str] | None = None, metric: str = "concepts/top1",
+    domain: str = "twemoji-domain", general: str = "twemoji-general",
+) -> list[Path]:
+    """Evaluate the blend at every ratio; write ``ratio_<t>/eval.json``, ``interpolation.md/.csv/.png``.
+
+    Raises:
+        FileNotFoundError: a checkpoint is missing.
+        ConfigError: bad overrides.
+        ValueError: a ratio outside [0, 1].
+    """
+    from ..models import get_tokenizer
+    from ..train import build_model
+    from ..train.checkpoint import load_training_checkpoint
+    from ..train.data_loading import build_eval_sets
+    from ..train.evaluate import evaluate_run
+
+    bad = [t for t in ratios if not 0.0 <= t <= 1.0]
+    if bad:
+        raise ValueError(f"interpolation ratios must be in [0, 1], got {bad}")
+    if not Path(end).is_file():
+        raise FileNotFoundError(f"end checkpoint not found: {end}")
+    state = load_training_checkpoint(end)
+    config = config_from_dict(state["config"], overrides)
+    end_weights: dict[str, Tensor] = state["model"]
+    start_weights, filled = start_state(start, config, end_weights)
+    if filled:
+        print(f"{len(filled)} tensors absent from {start} start from the end run's step-0 weights: {filled[:4]} ...")
+    model, tokenizer, eval_sets = build_model(config), get_tokenizer(config.model.name), build_eval_sets(config)
+    output.mkdir(parents=True, exist_ok=True)
+    folders = []
+    for i, t in enumerate(sorted(set(ratios))):
+        print(f"[interpolate {i + 1}/{len(set(ratios))}] t = {t:g}", flush=True)
+        model.load_state_dict(blend(start_weights, end_weights, t))
+        folder = output / f"ratio_{t:g}"
+        evaluate_run(model.eval(), tokenizer, eval_sets, config, folder / "eval.json")
+        folders.append((f"t={t:g}", 0, folder))
+    rows = summarise(collect(folders))
+    notes = [f"start: `{start}`", f"end: `{end}`", "theta(t) = (1 - t) start + t end"]
+    if filled:
+        notes.append(f"{len(filled)} tensors absent from the start model start from the end run's step-0 weights")
+    md, csv = write_tables(rows, output, "interpolation", "Weight interpolation", notes)
+    label = f"{metric} top-1" if not metric.endswith("top1") else metric
+    png = plot_tradeoff(_tradeoff_points(rows, metric, domain, general), output / "interpolation.png",
+                        f"{domain} {label}", f"{general} {label}")
+    for path in (md, csv, png):
+        print(f"written {path}")
+    return [md, csv, png]

@@ -1,0 +1,82 @@
+"""Sweep and interpolation plots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .aggregate import Row
+
+__all__ = ["headline_embedding", "plot_sweep", "plot_tradeoff"]
+
+_PREFERENCE = ("combined", "first", "second")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def headline_embedding(embeddings: Sequence[str]) -> str:
+    """The embedding a variant is judged by: ``combined`` when it has one, else ``first``."""
+    return next((e for e in _PREFERENCE if e in embeddings), embeddings[0])
+
+
+def plot_sweep(rows: Sequence[Row], path: Path, metric_suffix: str = "/top1") -> Path:
+    """Grouped bars, one panel per subset: zero-shot top-1 of each task per variant, error bars = std.
+
+    Each variant is shown by its headline embedding (`headline_embedding`); dotted
+    lines mark chance.
+    """
+    plt = _pyplot()
+    subsets = list(dict.fromkeys(r.subset for r in rows))
+    variants = list(dict.fromkeys(r.variant for r in rows))
+    fig, axes = plt.subplots(1, len(subsets), figsize=(max(6.0, 1.1 * len(variants) + 2) * len(subsets), 4.4),
+                             squeeze=False)
+    for ax, subset in zip(axes[0], subsets):
+        chosen = {}
+        for v in variants:
+            candidates = [r for r in rows if r.variant == v and r.subset == subset]
+            if candidates:
+                best = headline_embedding([r.embedding for r in candidates])
+                chosen[v] = next(r for r in candidates if r.embedding == best)
+        tasks = list(dict.fromkeys(m for r in chosen.values() for m in r.mean if m.endswith(metric_suffix)))
+        width = 0.8 / max(1, len(tasks))
+        for i, task in enumerate(tasks):
+            xs = [j + i * width for j in range(len(variants))]
+            means = [100 * chosen[v].mean.get(task, 0.0) if v in chosen else 0.0 for v in variants]
+            stds = [100 * chosen[v].std.get(task, 0.0) if v in chosen else 0.0 for v in variants]
+            bars = ax.bar(xs, means, width, yerr=stds, capsize=3, label=task.removesuffix(metric_suffix))
+            chance = next((r.chance[task] for r in chosen.values() if task in r.chance), None)
+            if chance is not None:
+                ax.axhline(100 * chance, color=bars.patches[0].get_facecolor(), linestyle="dotted", linewidth=1)
+        labels = [f"{v}\n({chosen[v].embedding})" if v in chosen else v for v in variants]
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(variants))], labels, fontsize=8, rotation=20)
+        ax.set(ylabel=f"zero-shot {metric_suffix.strip('/')} (%)", title=subset)
+        ax.legend(fontsize=8)
+    fig.suptitle("mean +- std over seeds (dotted: chance)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_tradeoff(points: Sequence[tuple[float, float, float]], path: Path, xlabel: str, ylabel: str,
+                  title: str = "weight interpolation") -> Path:
+    """Domain vs general accuracy, one point per ratio ``(ratio, x, y)``, joined in ratio order."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    points = sorted(points)
+    ax.plot([100 * x for _, x, _ in points], [100 * y for *_, y in points], "o-")
+    for ratio, x, y in points:
+        ax.annotate(f"t={ratio:g}", (100 * x, 100 * y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set(xlabel=f"{xlabel} (%)", ylabel=f"{ylabel} (%)", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
