@@ -16,7 +16,9 @@
   the tables in ``benchmarks/results/{ablation,sweep}*.md``.
 
 Every ``.md`` file under ``benchmarks/results/`` is picked up on the next build;
-nothing needs registering.
+nothing needs registering. A plot next to a table (``<stem>.png`` beside
+``<stem>.md``) is copied to the site as ``results/<stem>.png`` and shown under its
+table; pages can link it as ``results/<stem>.png`` from the site root.
 
 Registered in ``mkdocs.yml`` under ``hooks:``; nothing here is copied to the site.
 """
@@ -40,6 +42,8 @@ CLI_MARKER = "<!-- dalip:cli-help -->"
 # result files that belong on the Ablation results page rather than Benchmarks
 ABLATION_PATTERNS = ("ablation*.md", "sweep*.md")
 CATALOGUE_DIM = 768
+# where the plots of benchmarks/results/ are in the site (relative to the site root)
+RESULTS_URI = "results"
 
 _root: Path = Path(__file__).resolve().parents[2]
 
@@ -50,6 +54,17 @@ def on_config(config: Any) -> Any:
     if str(_root) not in sys.path:  # import the checkout being documented
         sys.path.insert(0, str(_root))
     return config
+
+
+def on_files(files: Any, config: Any) -> Any:
+    # the plots of the result tables, served as results/<stem>.png
+    from mkdocs.structure.files import File
+
+    for png in sorted((_root / "benchmarks" / "results").glob("*.png")):
+        uri = f"{RESULTS_URI}/{png.name}"
+        if files.get_file_from_path(uri) is None:
+            files.append(File.generated(config, uri, abs_src_path=str(png)))
+    return files
 
 
 def on_serve(server: Any, config: Any, builder: Any) -> Any:
@@ -327,6 +342,9 @@ def _render_results(results: list[Path]) -> str:
         text = path.read_text(encoding="utf-8").strip()
         if not text.lstrip().startswith("#"):
             text = f"# {path.stem.replace('_', ' ')}\n\n{text}"
+        plot = path.with_suffix(".png")
+        if plot.is_file():  # result pages are at the site root: results/<stem>.png
+            text += f"\n\n![{path.stem.replace('_', ' ')}]({RESULTS_URI}/{plot.name})"
         parts.append(_demote(text) + f"\n\n<small>Source: `benchmarks/results/{path.name}`</small>\n")
     return "\n\n".join(parts)
 
