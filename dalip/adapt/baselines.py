@@ -143,8 +143,8 @@ class TipAdapter(FewShotMethod):
     """Training-free Tip-Adapter (see the module doc).
 
     Args:
-        alpha, beta: the residual weight and the affinity sharpness (Tip-Adapter's
-            ImageNet start values 1 and 5.5).
+        alpha: the residual weight of the cache logits (Tip-Adapter's ImageNet start value 1).
+        beta: the affinity sharpness (Tip-Adapter's ImageNet start value 5.5).
         search: choose ``(alpha, beta)`` from `ALPHAS` x `BETAS` by leave-one-out accuracy
             on the support set (the paper searches on a validation set, which a K-shot
             protocol does not have); ties keep the earlier pair, so the defaults when

@@ -89,12 +89,15 @@ class DACConfig:
         ce_weight: weight of the classification cross-entropy; 0 = off.
         text_reg: weight of `TextModulation.penalty`.
         text_scale: learn the per-class scale g as well as the shift d.
-        reduction, residual_scale: adapter bottleneck ``D // reduction`` and residual weight.
+        reduction: adapter bottleneck width ``D // reduction``.
+        residual_scale: weight of the adapter's residual branch.
         temperature: SupCon temperature.
         feature_noise: std of Gaussian noise added to support features each step, as a
             share of their unit norm (``noise ~ N(0, (feature_noise^2 / D) I)``); 0 = off.
         use_views: train on the augmented views as well as the plain images.
-        steps, lr, weight_decay: full-batch AdamW with cosine decay.
+        steps: full-batch AdamW steps (cosine decay).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
     """
 
     adapter: bool = True

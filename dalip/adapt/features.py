@@ -123,7 +123,9 @@ def cache_features(
         embeddings: which embeddings; all come from one pass of the towers.
         views: augmented views of every pool image besides the plain one (0: none);
             the training-time augmentation of `dalip.data.image_transform`.
-        image_size, mean, std: the model's input (default size: `model_input_size`).
+        image_size: the model's input size (default: `model_input_size`).
+        mean: input normalisation mean.
+        std: input normalisation std.
         seed: the augmentations.
     """
     embeddings = check_embeddings(model, embeddings)
