@@ -162,6 +162,14 @@ def _inherited_arg_docs(cls: Any) -> dict[str, str]:
     return out
 
 
+def _preset_note(entry, cls, qual: str) -> str:
+    """A line naming the class and preset arguments of a registered preset (else empty)."""
+    if not entry.defaults:
+        return ""
+    args = ", ".join(f"{k}={v!r}" for k, v in entry.defaults.items())
+    return f"\nPreset of [`{cls.__name__}`][{qual}]: `{cls.__name__}({args})`.\n"
+
+
 def _parameter_rows(entry: Any, described: dict[str, str]) -> list[str]:
     rows = ["| parameter | type | default | description |", "|---|---|---|---|"]
     for p in entry.signature.parameters.values():
@@ -202,10 +210,7 @@ def pooler_catalogue() -> str:
         )
 
         rows = _parameter_rows(entry, _inherited_arg_docs(cls))
-        preset = ""
-        if entry.defaults:
-            args = ", ".join(f"{k}={v!r}" for k, v in entry.defaults.items())
-            preset = f"\nPreset of [`{cls.__name__}`][{qual}]: `{cls.__name__}({args})`.\n"
+        preset = _preset_note(entry, cls, qual)
         sections.append(
             f"### `{name}` {{ #{name} }}\n\n"
             f"{desc}\n{preset}\n"
@@ -275,10 +280,7 @@ def loss_catalogue() -> str:
             f"| [`{name}`](#loss-{name}) | [`{cls.__name__}`][{qual}] | {parts} | {n_args} | {_cell(desc)} |"
         )
         rows = _parameter_rows(entry, _inherited_arg_docs(cls))
-        preset = ""
-        if entry.defaults:
-            args = ", ".join(f"{k}={v!r}" for k, v in entry.defaults.items())
-            preset = f"\nPreset of [`{cls.__name__}`][{qual}]: `{cls.__name__}({args})`.\n"
+        preset = _preset_note(entry, cls, qual)
         sections.append(
             f"### `{name}` {{ #loss-{name} }}\n\n"
             f"{desc}\n{preset}\n"
