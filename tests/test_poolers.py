@@ -232,7 +232,8 @@ def test_mbdc_heads_are_independent_bdc_blocks():
     # and head 0 equals the functional BDC of its reduced, guide-weighted block
     d = DIM // 4
     x0 = tokens[..., :d]
-    w = dalip.pooling.guide_weights(x0[:, :, None], guide[:, None, :d], mask)[..., 0]  # b n
+    cos = torch.nn.functional.cosine_similarity(x0, guide[:, None, :d], dim=-1)  # b n
+    w = dalip.pooling.guide_softmax(cos[..., None], mask)[..., 0]
     z0 = torch.relu(pool.reduce.linear(x0 * w[..., None])).transpose(1, 2)
     torch.testing.assert_close(a[:, 0], Fn.bdc(z0, mask=mask))
 
@@ -248,26 +249,35 @@ def test_mbdc_without_guide_weighting_needs_no_guide_and_options_change_params()
     assert dalip.create_pooler("mbdc", dim=DIM, out_dim=10)(tokens, guide=tokens[:, 0]).shape == (3, 10)
 
 
-def test_guide_weights_are_uniform_for_equal_similarities():
-    x = torch.ones(2, 5, 3, 4)  # every token identical -> equal cosine
-    w = dalip.pooling.guide_weights(x, torch.randn(2, 3, 4), None)
-    torch.testing.assert_close(w, torch.ones(2, 5, 3))
+def test_guide_softmax_is_uniform_for_equal_similarities():
+    torch.testing.assert_close(dalip.pooling.guide_softmax(torch.full((2, 5, 3), 0.3), None), torch.ones(2, 5, 3))
 
 
-def test_guide_cosine_gradcheck_and_dropout_statistics():
+@pytest.mark.parametrize("weight_shape", [(2, 4), (3, 4, 2)], ids=["shared", "per_head"])
+def test_reduce_with_guide_cosine_gradcheck(weight_shape):
     x = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(weight_shape, dtype=torch.float64, requires_grad=True)
     g = torch.nn.functional.normalize(torch.randn(2, 3, 4, dtype=torch.float64), dim=-1).requires_grad_(True)
-    assert torch.autograd.gradcheck(dalip.pooling.GuideCosine.apply, (x, g))
+    assert torch.autograd.gradcheck(dalip.pooling.ReduceWithGuideCosine.apply, (x, w, g))
+
+
+def test_dropout_statistics():
     drop = dalip.pooling.layers.Dropout(0.5).train()
     kept = drop(torch.ones(200_000))
     assert set(kept.unique().tolist()) == {0.0, 2.0} and abs(kept.mean().item() - 1.0) < 0.01
     assert torch.equal(drop.eval()(torch.ones(3)), torch.ones(3))
 
 
-def test_guide_weights_match_cosine_similarity_softmax():
+@pytest.mark.parametrize("weight_shape", [(2, 4), (3, 4, 2)], ids=["shared", "per_head"])
+def test_guide_weighted_projection_matches_cosine_similarity_softmax(weight_shape):
     x, g = torch.randn(2, 7, 3, 4, dtype=torch.float64), torch.randn(2, 3, 4, dtype=torch.float64)
+    w = torch.randn(weight_shape, dtype=torch.float64)
     mask = torch.ones(2, 7, dtype=torch.bool)
     mask[1, 5:] = False
     cos = torch.nn.functional.cosine_similarity(x, g[:, None], dim=-1)  # b n h
-    expected = cos.masked_fill(~mask[..., None], float("-inf")).softmax(1) * mask.sum(1).view(2, 1, 1)
-    torch.testing.assert_close(dalip.pooling.guide_weights(x, g, mask), expected)
+    weights = cos.masked_fill(~mask[..., None], float("-inf")).softmax(1) * mask.sum(1).view(2, 1, 1)
+    z = x @ w.T if w.ndim == 2 else torch.einsum("bnhd,hdr->bnhr", x, w)
+    expected = z * weights[..., None]
+    out = dalip.pooling.guide_weighted_projection(x, w, g, mask)
+    torch.testing.assert_close(out, expected)
+    assert out[1, 5:].abs().max() == 0  # padded tokens get weight 0

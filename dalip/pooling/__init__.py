@@ -9,11 +9,12 @@ from .covariance import CovPool
 from .factory import POOLERS, create_pooler, list_poolers, register_pooler
 from .first_order import ClsPool, MeanPool
 from .layers import GroupNormLayer, MaskedBatchNorm, TokenReduction
-from .mbdc import MBDC, GuideCosine, guide_weights
+from .mbdc import MBDC, ReduceWithGuideCosine, guide_softmax, guide_weighted_projection
 from .second_order import MatrixPool
 
 __all__ = [
-    "BDCPool", "BDCScale", "ClsPool", "CovPool", "GuideCosine", "GroupNormLayer", "MBDC", "MaskedBatchNorm",
-    "MatrixPool", "MeanPool", "POOLERS", "Pooler", "TokenReduction", "check_pool_inputs",
-    "create_pooler", "functional", "guide_weights", "list_poolers", "register_pooler", "value_checks",
+    "BDCPool", "BDCScale", "ClsPool", "CovPool", "GroupNormLayer", "MBDC", "MaskedBatchNorm", "MatrixPool",
+    "MeanPool", "POOLERS", "Pooler", "ReduceWithGuideCosine", "TokenReduction", "check_pool_inputs",
+    "create_pooler", "functional", "guide_softmax", "guide_weighted_projection", "list_poolers",
+    "register_pooler", "value_checks",
 ]

@@ -14,6 +14,7 @@ real tokens per sample.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Callable, TypeVar
 
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "autocast_off",
     "bdc",
     "bdc_scale",
     "covariance",
@@ -35,16 +37,20 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Tensor])
 
 
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """A context with autocast disabled on ``device_type`` (a no-op where autocast does not exist, e.g. meta)."""
+    if not torch.amp.is_autocast_available(device_type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, enabled=False)
+
+
 def float32_stats(fn: F) -> F:
     """Run ``fn`` with autocast off and its floating tensor arguments in >= float32."""
 
     @functools.wraps(fn)
     def wrapper(z: Tensor, *args, **kwargs):
-        dtype = torch.promote_types(z.dtype, torch.float32)
-        if not torch.amp.is_autocast_available(z.device.type):  # e.g. the meta device
-            return fn(z.to(dtype), *args, **kwargs)
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            return fn(z.to(dtype), *args, **kwargs)
+        with autocast_off(z.device.type):
+            return fn(z.to(torch.promote_types(z.dtype, torch.float32)), *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 

@@ -14,7 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Dropout", "GroupNormLayer", "MaskedBatchNorm", "NormKind", "TokenReduction"]
+__all__ = [
+    "Dropout", "GroupNormLayer", "MaskedBatchNorm", "NormKind", "TokenReduction", "project_tokens",
+    "project_tokens_transposed", "project_tokens_weight_grad",
+]
 
 NormKind = Literal["batch", "layer", "none"]
 """Norm of a token reduction: mask-aware BatchNorm, per-token LayerNorm, or none."""
@@ -108,6 +111,31 @@ class Dropout(nn.Dropout):
         return z * (torch.rand_like(z) >= self.p) * (1.0 / (1.0 - self.p))
 
 
+def project_tokens(x: Tensor, weight: Tensor) -> Tensor:
+    """Bias-free token-wise projection ``d -> r``, shared or per group.
+
+    Shapes: ``x (b, n, g, d)``, ``weight (r, d)`` (shared, ``nn.Linear`` layout) or
+    ``(g, d, r)`` (one per group) -> ``(b, n, g, r)``.
+    """
+    if weight.ndim == 2:
+        return F.linear(x, weight)
+    return torch.einsum("bngd,gdr->bngr", x, weight)
+
+
+def project_tokens_transposed(grad: Tensor, weight: Tensor) -> Tensor:
+    """The input gradient of :func:`project_tokens`: ``(b, n, g, r) -> (b, n, g, d)``, a fresh tensor."""
+    if weight.ndim == 2:
+        return grad @ weight
+    return torch.einsum("bngr,gdr->bngd", grad, weight)
+
+
+def project_tokens_weight_grad(grad: Tensor, x: Tensor, shape: torch.Size) -> Tensor:
+    """The weight gradient of :func:`project_tokens` for ``grad (b, n, g, r)`` and ``x (b, n, g, d)``."""
+    if len(shape) == 2:
+        return grad.reshape(-1, shape[0]).T @ x.reshape(-1, shape[1])  # (r, d)
+    return torch.einsum("bngr,bngd->gdr", grad, x)
+
+
 class TokenReduction(nn.Module):
     """Channel reduction ``d -> r`` on every token: linear, norm, ReLU, dropout.
 
@@ -155,11 +183,16 @@ class TokenReduction(nn.Module):
         self.norm = norm_cls(out_dim, 1 if shared else groups) if norm_cls else None
         self.dropout = Dropout(dropout)
 
+    @property
+    def projection_weight(self) -> Tensor:
+        """The linear part's weight: ``(r, d)`` when shared, else ``(g, d, r)``."""
+        return self.linear.weight if self.linear is not None else self.weight
+
     def project(self, x: Tensor) -> Tensor:
         """The linear part: ``(b, n, g, d) -> (b, n, g, r)``."""
         if self.linear is not None:
             return self.linear(x)
-        return torch.einsum("bngd,gdr->bngr", x, self.weight.to(x.dtype))
+        return project_tokens(x, self.weight.to(x.dtype))
 
     def finish(self, z: Tensor, mask: Tensor | None = None) -> Tensor:
         """Norm, ReLU and dropout on projected tokens ``(b, n, g, r)``."""

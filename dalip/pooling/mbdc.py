@@ -12,58 +12,102 @@ from torch import Tensor, nn
 from .base import Pooler
 from .bdc import BDCScale
 from .factory import register_pooler
-from .functional import bdc, triu_flatten, triu_index
-from .layers import NormKind, TokenReduction
+from .functional import autocast_off, bdc, triu_flatten, triu_index
+from .layers import NormKind, TokenReduction, project_tokens, project_tokens_transposed, project_tokens_weight_grad
 
-__all__ = ["GuideCosine", "MBDC", "guide_weights"]
+__all__ = ["MBDC", "ReduceWithGuideCosine", "guide_softmax", "guide_weighted_projection"]
 
 
-class GuideCosine(torch.autograd.Function):
-    """``cos(x_nh, g_h)`` for tokens ``x (b, n, h, d)`` and unit guides ``g_hat (b, h, d)`` -> ``(b, n, h)``.
+def _autocast_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
+    """The dtype autocast would give ``F.linear(x, weight)`` (the promoted dtype without autocast)."""
+    dev = x.device.type
+    if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return torch.promote_types(x.dtype, weight.dtype)
 
-    One ``(b, n h, d) @ (b, d, h)`` product on ``x``'s own layout (keeping the
-    diagonal head blocks) and a hand-written backward
-    ``grad_x = c_x * x + c_g * g_hat``: about 4x cheaper on a CPU than autograd
-    through ``einsum`` + ``vector_norm``, which copy and re-read the tokens several times.
+
+class ReduceWithGuideCosine(torch.autograd.Function):
+    """The reduction's linear part and the guide cosine of the same tokens, in one autograd node.
+
+    ``z = project_tokens(x, weight)`` (in autocast's dtype) and ``sim = cos(x_nh, g_h)``
+    (in at least float32) for tokens ``x (b, n, h, d)``, a reduction weight ``(r, d)``
+    (shared) or ``(h, d, r)`` (per head) and unit guides ``g_hat (b, h, d)``.
+
+    Why one node: both results read ``x``, so autograd would allocate one
+    ``(b, n, h, d)`` gradient for each and add them. Here the reduction's input
+    gradient is the buffer into which the cosine's gradient
+    ``c_x * x + c_g * g_hat`` is accumulated in place: on a CPU, where fresh
+    allocations of this size cost page faults, that is about 15 ms less per
+    ``mbdc_paper`` step at ViT-B/16 shapes (see ``benchmarks/results/pooling_cpu.md``).
+    The dot products are one ``(b, n h, d) @ (b, d, h)`` product on ``x``'s own
+    layout (keeping the diagonal head blocks).
+
+    Shapes: ``x (b, n, h, d)``, ``weight (r, d) | (h, d, r)``, ``g_hat (b, h, d)``
+    -> ``z (b, n, h, r)``, ``sim (b, n, h)``.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, g_hat: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, g_hat: Tensor) -> tuple[Tensor, Tensor]:
         b, n, h, d = x.shape
-        dot = torch.bmm(x.reshape(b, n * h, d), g_hat.transpose(1, 2)).view(b, n, h, h)
-        norm = torch.linalg.vector_norm(x, dim=-1)
-        safe = norm.clamp_min(1e-8)
-        sim = dot.diagonal(dim1=-2, dim2=-1) / safe
-        ctx.save_for_backward(x, g_hat, norm, safe, sim)
-        return sim
+        dtype = _autocast_dtype(x, weight)
+        with autocast_off(x.device.type):
+            z = project_tokens(x.to(dtype), weight.to(dtype))
+            xf = x.to(g_hat.dtype)
+            dot = torch.bmm(xf.reshape(b, n * h, d), g_hat.transpose(1, 2)).view(b, n, h, h)
+            norm = torch.linalg.vector_norm(xf, dim=-1)
+            safe = norm.clamp_min(1e-8)
+            sim = dot.diagonal(dim1=-2, dim2=-1) / safe
+        ctx.save_for_backward(x, weight, g_hat, norm, safe, sim)
+        return z, sim
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
-        x, g_hat, norm, safe, sim = ctx.saved_tensors
+    def backward(ctx, grad_z: Tensor, grad_sim: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        x, weight, g_hat, norm, safe, sim = ctx.saved_tensors
         b, n, h, d = x.shape
-        c_g = grad / safe  # d sim / d dot
-        c_x = torch.where(norm > 1e-8, -c_g * sim / safe, 0)  # through ||x|| (no gradient where clamped)
-        blocks = torch.diag_embed(c_g).view(b, n * h, h)
-        grad_x = (x * c_x.unsqueeze(-1)).view(b, n * h, d).baddbmm_(blocks, g_hat)
-        grad_g = torch.bmm(blocks.transpose(1, 2), x.reshape(b, n * h, d))
-        return grad_x.view(b, n, h, d), grad_g
+        dtype = grad_z.dtype
+        grad_x = grad_w = grad_g = None
+        xf = x.to(g_hat.dtype)
+        c_g = grad_sim / safe  # d sim / d dot, (b n h)
+        if ctx.needs_input_grad[0]:
+            # the reduction's input gradient, then the cosine's added into it in place
+            grad_x = project_tokens_transposed(grad_z, weight.to(dtype)).to(xf.dtype)
+            c_x = torch.where(norm > 1e-8, -c_g * sim / safe, 0)  # through ||x|| (none where clamped)
+            grad_x.addcmul_(xf, c_x.unsqueeze(-1)).addcmul_(c_g.unsqueeze(-1), g_hat.unsqueeze(1))
+            grad_x = grad_x.to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_w = project_tokens_weight_grad(grad_z, x.to(dtype), weight.shape).to(weight.dtype)
+        if ctx.needs_input_grad[2]:
+            blocks = torch.diag_embed(c_g).view(b, n * h, h)
+            grad_g = torch.bmm(blocks.transpose(1, 2), xf.reshape(b, n * h, d))
+        return grad_x, grad_w, grad_g
 
 
-def guide_weights(x: Tensor, guide: Tensor, mask: Tensor | None) -> Tensor:
-    """Per-head token weights from the cosine similarity to the guide token.
+def guide_softmax(sim: Tensor, mask: Tensor | None) -> Tensor:
+    """Per-head token weights from guide similarities ``sim (b, n, h)`` -> ``(b, n, h)``.
 
-    ``w = softmax_n(cos(x_n, g)) * M``: a softmax over the real tokens, rescaled by
-    their count ``M`` so that uniform attention leaves the tokens unchanged.
-
-    Shapes: ``x (b, n, h, d)``, ``guide (b, h, d)``, ``mask (b, n) | None`` -> ``(b, n, h)``.
+    ``w = softmax_n(sim) * M``: a softmax over the real tokens, rescaled by their
+    count ``M`` so that uniform attention leaves the tokens unchanged; padded
+    tokens (``mask (b, n)`` False) get weight 0.
     """
-    dtype = torch.promote_types(x.dtype, torch.float32)
-    g_hat = F.normalize(guide.to(dtype), dim=-1, eps=1e-8)
-    sim = GuideCosine.apply(x.to(dtype).contiguous(), g_hat)
     if mask is None:
-        return sim.softmax(dim=1) * x.shape[1]
+        return sim.softmax(dim=1) * sim.shape[1]
     sim = sim.masked_fill(~mask.unsqueeze(-1), float("-inf"))
-    return sim.softmax(dim=1) * mask.sum(-1, dtype=dtype).view(-1, 1, 1)
+    return sim.softmax(dim=1) * mask.sum(-1, dtype=sim.dtype).view(-1, 1, 1)
+
+
+def guide_weighted_projection(x: Tensor, weight: Tensor, guide: Tensor, mask: Tensor | None) -> Tensor:
+    """Project tokens with a bias-free reduction and weight them by their similarity to the guide.
+
+    ``project_tokens(x, weight) * guide_softmax(cos(x, guide), mask)``; the weights are
+    computed on the unprojected tokens, and since the projection has no bias this
+    equals projecting the weighted tokens, on a smaller tensor.
+
+    Shapes: ``x (b, n, h, d)``, ``weight (r, d) | (h, d, r)``, ``guide (b, h, d)``,
+    ``mask (b, n) | None`` -> ``(b, n, h, r)``.
+    """
+    g_hat = F.normalize(guide.to(torch.promote_types(x.dtype, torch.float32)), dim=-1, eps=1e-8)
+    z, sim = ReduceWithGuideCosine.apply(x.contiguous(), weight, g_hat)
+    return z * guide_softmax(sim, mask).unsqueeze(-1).to(z.dtype)
 
 
 @register_pooler("mbdc")
@@ -154,11 +198,11 @@ class MBDC(Pooler):
         """The raw per-head BDC matrices ``(B, h, r, r)`` before vectorisation (inputs unchecked)."""
         b, n, c = tokens.shape
         x = self.in_proj(tokens).view(b, n, self.heads, c // self.heads)  # b n h d, no copy
-        z = self.reduce.project(x)  # b n h r
         if self.guide_weighting:
             g = self.in_proj(guide).view(b, self.heads, c // self.heads)  # b h d
-            # the reduction is linear without bias: weighting its r outputs equals weighting its d inputs
-            z = z * guide_weights(x, g, mask).unsqueeze(-1).to(z.dtype)
+            z = guide_weighted_projection(x, self.reduce.projection_weight, g, mask)  # b n h r
+        else:
+            z = self.reduce.project(x)  # b n h r
         z = rearrange(self.reduce.finish(z, mask), "b n h r -> (b h) r n")
         head_mask = None if mask is None else repeat(mask, "b n -> (b h) n", h=self.heads)
         a = bdc(z, scale=self.scale(z, head_mask), eps=self.eps, mask=head_mask)
