@@ -261,11 +261,18 @@ def test_reduce_with_guide_cosine_gradcheck(weight_shape):
     assert torch.autograd.gradcheck(dalip.pooling.ReduceWithGuideCosine.apply, (x, w, g))
 
 
-def test_dropout_statistics():
-    drop = dalip.pooling.layers.Dropout(0.5).train()
-    kept = drop(torch.ones(200_000))
-    assert set(kept.unique().tolist()) == {0.0, 2.0} and abs(kept.mean().item() - 1.0) < 0.01
+@pytest.mark.parametrize("p", [0.5, 0.1, 0.9])
+def test_dropout_statistics(p):
+    drop = dalip.pooling.layers.Dropout(p).train()
+    kept = drop(torch.ones(400_001))  # not a multiple of 4 lanes
+    assert kept.shape == (400_001,) and len(kept.unique()) == 2
+    assert abs((kept == 0).float().mean().item() - p) < 0.005 and abs(kept.mean().item() - 1.0) < 0.01
+    torch.manual_seed(0)
+    first = drop(torch.ones(100))
+    torch.manual_seed(0)
+    assert torch.equal(first, drop(torch.ones(100)))  # seeded
     assert torch.equal(drop.eval()(torch.ones(3)), torch.ones(3))
+    assert torch.equal(dalip.pooling.layers.Dropout(1.0).train()(torch.ones(3)), torch.zeros(3))
 
 
 @pytest.mark.parametrize("weight_shape", [(2, 4), (3, 4, 2)], ids=["shared", "per_head"])

@@ -102,13 +102,31 @@ class GroupNormLayer(nn.Module):
 
 
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` with its mask drawn by ``rand_like``: the same distribution, and
-    about 4x faster than ``bernoulli_`` on a CPU (a different random stream)."""
+    """``nn.Dropout`` with a cheaper random mask on the CPU.
+
+    On a CPU, drawing one float per element (``bernoulli_`` or ``rand_like``)
+    dominates dropout's cost. Here four 16-bit lanes come from every random
+    int64, about 3.5x fewer draws than ``rand_like``; an element is kept where its lane
+    is at least a threshold, so the drop probability is ``p`` rounded to a
+    multiple of 1/65536 (exact for 0.5) and the kept values are scaled by the
+    inverse of the exact keep probability (the expectation is unchanged). Other
+    devices use PyTorch's fused ``F.dropout``.
+    """
+
+    LANES = 65536  # values of one 16-bit lane
 
     def forward(self, z: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return z
-        return z * (torch.rand_like(z) >= self.p) * (1.0 / (1.0 - self.p))
+        if z.device.type != "cpu":
+            return F.dropout(z, self.p, training=True)
+        dropped = round(self.p * self.LANES)  # lanes below the threshold are dropped
+        if dropped == self.LANES:
+            return z * 0
+        words = torch.empty((z.numel() + 3) // 4, dtype=torch.int64, device=z.device)
+        lanes = words.random_(-(2**63), None).view(torch.int16)[: z.numel()].view(z.shape)
+        keep = lanes >= dropped - self.LANES // 2  # int16 lanes are uniform on [-32768, 32767]
+        return z * keep * (self.LANES / (self.LANES - dropped))
 
 
 def project_tokens(x: Tensor, weight: Tensor) -> Tensor:
