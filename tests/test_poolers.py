@@ -262,17 +262,24 @@ def test_reduce_with_guide_cosine_gradcheck(weight_shape):
 
 
 @pytest.mark.parametrize("p", [0.5, 0.1, 0.9])
-def test_dropout_statistics(p):
-    drop = dalip.pooling.layers.Dropout(p).train()
-    kept = drop(torch.ones(400_001))  # not a multiple of 4 lanes
-    assert kept.shape == (400_001,) and len(kept.unique()) == 2
-    assert abs((kept == 0).float().mean().item() - p) < 0.005 and abs(kept.mean().item() - 1.0) < 0.01
+def test_relu_dropout_statistics_and_gradient(p):
+    act = dalip.pooling.layers.ReLUDropout(p).train()
+    z = torch.randn(400_001, requires_grad=True)  # not a multiple of 4 lanes
+    out = act(z)
+    out.sum().backward()
+    positive = z.detach() > 0
+    dropped = (out == 0) & positive
+    assert abs(dropped.sum().item() / positive.sum().item() - p) < 0.005
+    scale = out[positive & ~dropped] / z.detach()[positive & ~dropped]
+    torch.testing.assert_close(scale, torch.full_like(scale, 1 / (1 - p)), rtol=1e-4, atol=0)
+    assert out[~positive].abs().max() == 0  # the ReLU
+    torch.testing.assert_close(z.grad, (out.detach() != 0) / (1 - p), rtol=1e-4, atol=0)  # d out / d z
     torch.manual_seed(0)
-    first = drop(torch.ones(100))
+    first = act(torch.ones(100))
     torch.manual_seed(0)
-    assert torch.equal(first, drop(torch.ones(100)))  # seeded
-    assert torch.equal(drop.eval()(torch.ones(3)), torch.ones(3))
-    assert torch.equal(dalip.pooling.layers.Dropout(1.0).train()(torch.ones(3)), torch.zeros(3))
+    assert torch.equal(first, act(torch.ones(100)))  # seeded
+    assert torch.equal(act.eval()(torch.tensor([-1.0, 2.0])), torch.tensor([0.0, 2.0]))
+    assert torch.equal(dalip.pooling.layers.ReLUDropout(1.0).train()(torch.ones(3)), torch.zeros(3))
 
 
 @pytest.mark.parametrize("weight_shape", [(2, 4), (3, 4, 2)], ids=["shared", "per_head"])

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "Dropout", "GroupNormLayer", "MaskedBatchNorm", "NormKind", "TokenReduction", "project_tokens",
+    "GroupNormLayer", "MaskedBatchNorm", "NormKind", "ReLUDropout", "TokenReduction", "project_tokens",
     "project_tokens_transposed", "project_tokens_weight_grad",
 ]
 
@@ -101,32 +101,48 @@ class GroupNormLayer(nn.Module):
         return F.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight + self.bias
 
 
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` with a cheaper random mask on the CPU.
+class ReLUDropout(nn.Module):
+    """``dropout(relu(z))`` with one mask for both, and a cheaper random mask on the CPU.
 
     On a CPU, drawing one float per element (``bernoulli_`` or ``rand_like``)
     dominates dropout's cost. Here four 16-bit lanes come from every random
     int64, about 3.5x fewer draws than ``rand_like``; an element is kept where its lane
     is at least a threshold, so the drop probability is ``p`` rounded to a
-    multiple of 1/65536 (exact for 0.5) and the kept values are scaled by the
-    inverse of the exact keep probability (the expectation is unchanged). Other
-    devices use PyTorch's fused ``F.dropout``.
+    multiple of 1/65536 (exact for 0.5) and kept values are scaled by the
+    inverse of the exact keep probability (the expectation is unchanged). The
+    ReLU joins the same mask (``z > 0``), so the backward pass is one product.
+    Other devices use PyTorch's fused ``F.dropout(F.relu(z))``.
+
+    Args:
+        p: drop probability in ``[0, 1]``.
+
+    Shapes: any ``z`` -> same shape.
     """
 
     LANES = 65536  # values of one 16-bit lane
 
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        self.p = p
+
     def forward(self, z: Tensor) -> Tensor:
         if not self.training or self.p == 0:
-            return z
+            return torch.relu(z)
         if z.device.type != "cpu":
-            return F.dropout(z, self.p, training=True)
+            return F.dropout(torch.relu(z), self.p, training=True)
         dropped = round(self.p * self.LANES)  # lanes below the threshold are dropped
         if dropped == self.LANES:
             return z * 0
         words = torch.empty((z.numel() + 3) // 4, dtype=torch.int64, device=z.device)
         lanes = words.random_(-(2**63), None).view(torch.int16)[: z.numel()].view(z.shape)
         keep = lanes >= dropped - self.LANES // 2  # int16 lanes are uniform on [-32768, 32767]
-        return z * keep * (self.LANES / (self.LANES - dropped))
+        keep &= z > 0
+        return z * keep.to(z.dtype).mul_(self.LANES / (self.LANES - dropped))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 def project_tokens(x: Tensor, weight: Tensor) -> Tensor:
@@ -199,7 +215,7 @@ class TokenReduction(nn.Module):
             self.weight = nn.Parameter(torch.empty(groups, in_dim, out_dim).uniform_(-bound, bound))
         norm_cls = {"batch": MaskedBatchNorm, "layer": GroupNormLayer, "none": None}[norm]
         self.norm = norm_cls(out_dim, 1 if shared else groups) if norm_cls else None
-        self.dropout = Dropout(dropout)
+        self.activation = ReLUDropout(dropout)
 
     @property
     def projection_weight(self) -> Tensor:
@@ -216,7 +232,7 @@ class TokenReduction(nn.Module):
         """Norm, ReLU and dropout on projected tokens ``(b, n, g, r)``."""
         if self.norm is not None:
             z = self.norm(z, mask)
-        return self.dropout(torch.relu(z))
+        return self.activation(z)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``(b, n, g, d) -> (b, n, g, r)``."""
