@@ -5,7 +5,7 @@ Eval mode (dropout off, BatchNorm running statistics), weights copied from dalip
 count M; the published code does not). Also: the published convention (no factor)
 does change the output, so the flag matters.
 
-Tolerances: the tests run in float64, but dalip's ``guide_weights`` and
+Tolerances: the tests run in float64, but dalip's guide weighting and
 ``MaskedBatchNorm`` cast with ``.float()`` (float64 -> float32), so agreement is
 only to float32 precision (rtol 1e-5).
 """
