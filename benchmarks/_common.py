@@ -9,7 +9,11 @@ for gradient accumulation.
 
 from __future__ import annotations
 
+import datetime
 import os
+import platform
+import shlex
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -78,3 +82,36 @@ def build_variant(name: str, x: torch.Tensor, g: torch.Tensor, seed: int = 0) ->
 def all_variant_names() -> list[str]:
     """Every registered pooler, then the baseline and the floor."""
     return list(dalip.list_poolers()) + ["baseline", "floor"]
+
+
+# ----------------------------------------------------------------------------- machine facts
+def cpu_name() -> str:
+    """The CPU model from ``lscpu`` (else ``platform``)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def sync(device: str | torch.device) -> None:
+    """Wait for the device (CUDA) so that host timers measure its work."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def machine_lines(device: str) -> list[str]:
+    """Markdown bullet lines: device, software, date, command and load, for a results file."""
+    name = cpu_name() if device == "cpu" else torch.cuda.get_device_name()
+    load = os.getloadavg()
+    return [
+        f"- device: {name} ({os.cpu_count()} logical CPUs visible)" + ("" if device == "cpu" else f", host CPU {cpu_name()}"),
+        f"- torch {torch.__version__}, {torch.get_num_threads()} threads (torch default), Python {platform.python_version()}",
+        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- command: `{' '.join(shlex.quote(a) for a in [os.path.relpath(sys.executable), *sys.argv])}`",
+        f"- load average at start (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
+        " (other processes on the machine inflate and scatter the times; compare the ratios)",
+    ]

@@ -30,12 +30,9 @@ CUDA results go to ``pooling_cuda.md`` next to it) and prints it.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
-import shlex
 import statistics
 import subprocess
 import sys
@@ -49,22 +46,6 @@ import _common as C  # noqa: N812  (also puts the repo root on sys.path)
 GOALS = {"speedup": 1.4, "floor": 1.5, "memory": 1.0}
 
 
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or platform.machine()
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 # ----------------------------------------------------------------------------- timing
 def time_variants(variants, repeats: int, warmup: int, device: str, autocast: torch.dtype | None = None):
     """Round-robin timing; returns {name: [seconds per step]}."""
@@ -73,7 +54,7 @@ def time_variants(variants, repeats: int, warmup: int, device: str, autocast: to
     for i in range(warmup + repeats):
         for v in variants:
             v.zero_grad()
-            sync(device)
+            C.sync(device)
             t0 = time.perf_counter()
             if ctx:
                 with ctx():
@@ -81,7 +62,7 @@ def time_variants(variants, repeats: int, warmup: int, device: str, autocast: to
                 out.float().sum().backward()
             else:
                 v.step()
-            sync(device)
+            C.sync(device)
             if i >= warmup:
                 times[v.name].append(time.perf_counter() - t0)
     return times
@@ -239,17 +220,10 @@ def run_device(device: str, args) -> list[str]:
 
 
 def header(device: str, args) -> list[str]:
-    name = cpu_name() if device == "cpu" else torch.cuda.get_device_name()
-    load = os.getloadavg()
     return [
         f"# Pooling benchmark: mbdc_paper vs baseline vs floor ({device})",
         "",
-        f"- device: {name} ({os.cpu_count()} logical CPUs visible)" + ("" if device == "cpu" else f", host CPU {cpu_name()}"),
-        f"- torch {torch.__version__}, {torch.get_num_threads()} threads (torch default), Python {platform.python_version()}",
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- command: `{' '.join(shlex.quote(a) for a in [os.path.relpath(sys.executable), *sys.argv])}`",
-        f"- load average at start (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
-        " (other processes on the machine inflate and scatter the times; compare the ratios)",
+        *C.machine_lines(device),
         "- step = forward + `output.sum().backward()`; tokens and guide require grad; parameter grads reset to None"
         " before each step; modules in train mode (dropout 0.5 and batch statistics active)",
         "- variants: `baseline` = benchmarks/reference_mbdc.py (published formulation: loop over heads, all-ones"

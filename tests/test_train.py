@@ -215,3 +215,15 @@ def test_gradient_checkpointing_option_trains(tmp_path):
     assert main(["train", "--config", TINY, "--output", str(tmp_path), "optim.steps=2",
                  "model.grad_checkpointing=true", "eval.embeddings=[combined]"]) == 0
     assert sorted(losses(tmp_path)) == [1, 2]
+
+
+def test_periodic_evaluation_and_runs_without_eval_sets(tmp_path, capsys):
+    periodic = tmp_path / "periodic"
+    assert main(["train", "--config", TINY, "--output", str(periodic), "optim.steps=4", "eval.every=2",
+                 "eval.embeddings=[combined]"]) == 0
+    assert sorted(p.name for p in periodic.glob("eval*.json")) == ["eval.json", "eval_step2.json"]
+    assert "combined" in json.loads((periodic / "eval_step2.json").read_text())
+    none = tmp_path / "none"
+    assert main(["train", "--config", TINY, "--output", str(none), "optim.steps=2", "data.spec.eval_subsets=[]"]) == 0
+    assert "evaluation skipped" in capsys.readouterr().out
+    assert not (none / "eval.json").exists() and (none / "checkpoint.pt").is_file()

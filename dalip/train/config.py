@@ -280,6 +280,7 @@ def validate(config: TrainConfig) -> None:
         (config.run.precision in ("auto", "bf16", "fp32"), "run.precision must be auto, bf16 or fp32"),
         (config.run.checkpoint_every >= 1, "run.checkpoint_every must be >= 1"),
         (config.run.log_every >= 1, "run.log_every must be >= 1"),
+        (config.eval.every >= 0, "eval.every must be >= 0 (0: only at the end)"),
     ]
     for ok, message in checks:
         if not ok:

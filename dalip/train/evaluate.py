@@ -16,6 +16,9 @@ def evaluate_run(model: Any, tokenizer: Any, eval_sets: dict, config: TrainConfi
     """Zero-shot and retrieval metrics of every eval set; writes JSON and prints a table."""
     from .data_loading import eval_image_transform
 
+    if not eval_sets:
+        print("no evaluation sets (data.spec.twemoji_eval is off and data.spec.val is unset): evaluation skipped")
+        return {}
     results = evaluate(
         model, tokenizer, eval_sets,
         embeddings=config.eval.embeddings,

@@ -270,6 +270,14 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
                 checkpoint_path,
             )
 
+    def evaluate_during_training(at_step: int) -> None:
+        if dist_info.is_main:
+            from .evaluate import evaluate_run
+
+            evaluate_run(model, tokenizer, data.eval_sets, config, output / f"eval_step{at_step}.json")
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
     micro_iter = _micro_batches(data.train, step * o.accum_steps)
     target = o.steps if stop_after is None else min(o.steps, step + stop_after)
     skipped_total = sum(r.get("skipped", 0) for r in metrics)
@@ -300,6 +308,8 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
             if step % config.run.checkpoint_every == 0 or step == target:
                 save_checkpoint()
+            if config.eval.every and step % config.eval.every == 0 and step < o.steps:
+                evaluate_during_training(step)
     bar.close()
     if log_metrics is not None:
         log_metrics.close()
