@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -227,3 +228,11 @@ def test_periodic_evaluation_and_runs_without_eval_sets(tmp_path, capsys):
     assert main(["train", "--config", TINY, "--output", str(none), "optim.steps=2", "data.spec.eval_subsets=[]"]) == 0
     assert "evaluation skipped" in capsys.readouterr().out
     assert not (none / "eval.json").exists() and (none / "checkpoint.pt").is_file()
+
+
+def test_shipped_gpu_config_trains_on_cpu_at_smoke_size(tmp_path):
+    """`vitb16-gpu` (ViT-B/16, mbdc_paper on both towers) is valid and its command path runs."""
+    assert main(["train", "--config", "vitb16-gpu", "--output", str(tmp_path), "data.batch_size=2", "data.workers=0",
+                 "optim.steps=1", "optim.warmup_steps=0", "run.precision=fp32", "data.spec.eval_subsets=[]"]) == 0
+    (row,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert row["step"] == 1 and row["images_per_s"] > 0 and math.isfinite(row["loss"])

@@ -303,6 +303,8 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
                     "images_per_s": window.images * dist_info.world_size / max(elapsed, 1e-9),
                     "skipped": window.skipped,
                 }
+                if dist_info.device.type == "cuda":  # peak since the start of the run, this process
+                    row["max_memory_gib"] = torch.cuda.max_memory_allocated(dist_info.device) / 2**30
                 window, window_start = StepStats.empty(dist_info.device), time.perf_counter()
                 log_metrics.write(row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
