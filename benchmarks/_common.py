@@ -115,3 +115,17 @@ def machine_lines(device: str) -> list[str]:
         f"- load average at start (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
         " (other processes on the machine inflate and scatter the times; compare the ratios)",
     ]
+
+
+RESULTS = os.path.join(_HERE, "results")
+
+
+def write_report(text: str, out: str | None, default_name: str) -> str:
+    """Write a markdown report to ``out`` (default ``results/<default_name>``), print it; returns the path."""
+    out = out or os.path.join(RESULTS, default_name)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as fh:
+        fh.write(text)
+    print(text)
+    print(f"written: {out}", file=sys.stderr)
+    return out

@@ -260,13 +260,8 @@ def main(argv=None) -> None:
     for device in devices:
         lines = header(device, args) + run_device(device, args)
         lines.append(f"- load average at end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        text = "\n".join(lines) + "\n"
         out = args.out if device == "cpu" else os.path.join(os.path.dirname(args.out), "pooling_cuda.md")
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out, "w") as fh:
-            fh.write(text)
-        print(text)
-        print(f"written: {out}", file=sys.stderr)
+        C.write_report("\n".join(lines) + "\n", out, "")
 
 
 if __name__ == "__main__":

@@ -172,13 +172,7 @@ def main(argv=None) -> None:
     times = time_recipes(recipes, args.steps, args.warmup, device)
     peaks = {r.name: peak_step_bytes(r, device) for r in recipes}
     flops = {r.name: step_flops(r) for r in recipes}
-    text = report(args, device, recipes, times, peaks, flops)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"train_step_{kind}.md")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as fh:
-        fh.write(text)
-    print(text)
-    print(f"written: {out}", file=sys.stderr)
+    C.write_report(report(args, device, recipes, times, peaks, flops), args.out, f"train_step_{kind}.md")
 
 
 if __name__ == "__main__":

@@ -158,12 +158,7 @@ def main(argv=None) -> None:
         f"- images/s ratio dalip / open_clip: **{ratio:.3f}** (goal >= {GOAL}: {'met' if ratio >= GOAL else 'MISSED'})",
         f"- logs and data: `{work}` (wall times include start-up, the final checkpoint and, for dalip, the plot)",
     ]
-    text = "\n".join(lines) + "\n"
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"vs_open_clip_train_{kind}.md")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    Path(out).write_text(text)
-    print(text)
-    print(f"written: {out}", file=sys.stderr)
+    C.write_report("\n".join(lines) + "\n", args.out, f"vs_open_clip_train_{kind}.md")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """The statistics cores against independent references (dcor, torch.cov, linalg)."""
 
 import dcor
-import numpy as np
 import pytest
 import torch
 

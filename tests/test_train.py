@@ -88,7 +88,7 @@ def test_sigkill_mid_run_then_resume(straight_run, tmp_path):
     done = subprocess.run(dalip_cmd("train", "--output", str(tmp_path), "--resume"), cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"resumed from" in done.stdout
+    assert "resumed from" in done.stdout
     assert sorted(losses(tmp_path)) == list(range(1, 41))
     assert load_training_checkpoint(tmp_path / "checkpoint.pt")["step"] == 40
     assert (tmp_path / "eval.json").is_file()

@@ -30,7 +30,7 @@ from ..pooling import value_checks
 from .checkpoint import atomic_save, capture_rng, load_training_checkpoint, restore_rng
 from .config import TrainConfig, config_to_dict, save_config
 from .data_loading import TrainBatches, build_data
-from .distributed import DistInfo, init_distributed
+from .distributed import init_distributed
 from .schedule import warmup_cosine
 
 __all__ = ["build_model", "build_optimizer", "train"]
