@@ -120,12 +120,10 @@ def machine_lines(device: str) -> list[str]:
 RESULTS = os.path.join(_HERE, "results")
 
 
-def write_report(text: str, out: str | None, default_name: str) -> str:
-    """Write a markdown report to ``out`` (default ``results/<default_name>``), print it; returns the path."""
-    out = out or os.path.join(RESULTS, default_name)
+def write_report(text: str, out: str) -> None:
+    """Write a markdown report to ``out`` and print it."""
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as fh:
         fh.write(text)
     print(text)
     print(f"written: {out}", file=sys.stderr)
-    return out

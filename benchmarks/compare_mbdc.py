@@ -261,7 +261,7 @@ def main(argv=None) -> None:
         lines = header(device, args) + run_device(device, args)
         lines.append(f"- load average at end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
         out = args.out if device == "cpu" else os.path.join(os.path.dirname(args.out), "pooling_cuda.md")
-        C.write_report("\n".join(lines) + "\n", out, "")
+        C.write_report("\n".join(lines) + "\n", out)
 
 
 if __name__ == "__main__":

@@ -23,15 +23,15 @@ from pathlib import Path
 
 import torch
 
-import _common  # noqa: F401  (puts the repo root on sys.path)
+import _common as C  # noqa: N812  (also puts the repo root on sys.path)
 import dalip
-from compare_mbdc import _trace_peak, cpu_name, sync
+from compare_mbdc import _trace_peak
 from dalip.pooling.functional import bdc
 
 BASE = {"B": 32, "M": 196, "r": 32, "h": 4}
 SWEEP = {"M": [16, 49, 196, 576, 1024], "r": [8, 16, 32, 64, 96], "h": [1, 2, 4, 8, 16], "B": [4, 8, 16, 32, 64]}
 DIM = 768
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(C.RESULTS)
 
 
 def make_step(kind: str, sizes: dict, device: str):
@@ -52,10 +52,10 @@ def measure(step, device: str, repeats: int) -> tuple[float, float]:
     step()  # warm-up
     times = []
     for _ in range(repeats):
-        sync(device)
+        C.sync(device)
         t0 = time.perf_counter()
         step()
-        sync(device)
+        C.sync(device)
         times.append(time.perf_counter() - t0)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -96,7 +96,7 @@ def main(argv=None) -> None:
                 rows.append(f"| {kind} | {axis} | {value} | {1e3 * t:.2f} | {m:.1f} |")
                 print(rows[-1], flush=True)
             curves[(kind, axis)] = (values, ts, ms)
-    device = torch.cuda.get_device_name() if args.device == "cuda" else cpu_name()
+    device = torch.cuda.get_device_name() if args.device == "cuda" else C.cpu_name()
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")
     lines = [
         f"# Scaling of bdc and mbdc ({args.device})",

@@ -172,7 +172,8 @@ def main(argv=None) -> None:
     times = time_recipes(recipes, args.steps, args.warmup, device)
     peaks = {r.name: peak_step_bytes(r, device) for r in recipes}
     flops = {r.name: step_flops(r) for r in recipes}
-    C.write_report(report(args, device, recipes, times, peaks, flops), args.out, f"train_step_{kind}.md")
+    out = args.out or os.path.join(C.RESULTS, f"train_step_{kind}.md")
+    C.write_report(report(args, device, recipes, times, peaks, flops), out)
 
 
 if __name__ == "__main__":

@@ -56,9 +56,10 @@ def make_data(folder: Path, files: int, rows: int, seed: int = 0) -> Path:
             Image.fromarray(coarse).resize((256, 256), Image.BICUBIC).save(path, quality=90)
         paths.append(path)
     lines = ["filepath\ttitle"]
+    words = np.random.default_rng(seed + 1)  # captions do not depend on which images already exist
     for r in range(rows):
-        words = rng.choice(len(WORDS), 2), rng.choice(len(THINGS))
-        lines.append(f"{paths[r % files]}\ta {WORDS[words[0][0]]} {WORDS[words[0][1]]} {THINGS[words[1]]}")
+        first, second = words.choice(WORDS, 2)
+        lines.append(f"{paths[r % files]}\ta {first} {second} {words.choice(THINGS)}")
     csv = folder / f"train_{rows}.csv"
     csv.write_text("\n".join(lines) + "\n")
     return csv
@@ -158,7 +159,7 @@ def main(argv=None) -> None:
         f"- images/s ratio dalip / open_clip: **{ratio:.3f}** (goal >= {GOAL}: {'met' if ratio >= GOAL else 'MISSED'})",
         f"- logs and data: `{work}` (wall times include start-up, the final checkpoint and, for dalip, the plot)",
     ]
-    C.write_report("\n".join(lines) + "\n", args.out, f"vs_open_clip_train_{kind}.md")
+    C.write_report("\n".join(lines) + "\n", args.out or os.path.join(C.RESULTS, f"vs_open_clip_train_{kind}.md"))
 
 
 if __name__ == "__main__":

@@ -58,3 +58,15 @@ def test_vs_open_clip_train_smoke(tmp_path):
     assert (tmp_path / "work" / "open_clip_0" / "out.log").is_file()
     assert (tmp_path / "work" / "dalip_0" / "metrics.jsonl").is_file()
     assert re.search(r"images/s ratio dalip / open_clip: \*\*\d+\.\d+\*\*", text)
+
+
+def test_scaling_script_measures_a_small_size():
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import scaling\n"
+        "for kind in ('bdc core', 'mbdc'):\n"
+        "    t, mib = scaling.measure(scaling.make_step(kind, {'B': 2, 'M': 8, 'r': 4, 'h': 2}, 'cpu'), 'cpu', 1)\n"
+        "    assert t > 0 and mib > 0, (kind, t, mib)\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -224,9 +224,7 @@ class TokenReduction(nn.Module):
 
     def project(self, x: Tensor) -> Tensor:
         """The linear part: ``(b, n, g, d) -> (b, n, g, r)``."""
-        if self.linear is not None:
-            return self.linear(x)
-        return project_tokens(x, self.weight.to(x.dtype))
+        return project_tokens(x, self.projection_weight.to(x.dtype))
 
     def finish(self, z: Tensor, mask: Tensor | None = None) -> Tensor:
         """Norm, ReLU and dropout on projected tokens ``(b, n, g, r)``."""

@@ -183,6 +183,21 @@ def _parameter_rows(entry: Any, described: dict[str, str]) -> list[str]:
     return rows
 
 
+def _component_section(entry: Any, anchor: str, desc: str, qual: str, facts: list[str]) -> str:
+    """One component's catalogue section: heading, description, preset note, facts, parameter table."""
+    cls = entry.constructor
+    rows = _parameter_rows(entry, _inherited_arg_docs(cls))
+    preset = _preset_note(entry, cls, qual)
+    bullets = "".join(f"- {fact}\n" for fact in [f"class: [`{qual}`][{qual}]", *facts])
+    return f"### `{entry.name}` {{ #{anchor} }}\n\n{desc}\n{preset}\n{bullets}\n" + "\n".join(rows) + "\n"
+
+
+def _catalogue(kind: str, names: list[str], summary: list[str], sections: list[str]) -> str:
+    """The registered names, the summary table, then every section."""
+    head = f"{len(names)} {kind} are registered: {', '.join(f'`{n}`' for n in names)}.\n\n" + "\n".join(summary) + "\n"
+    return head + "\n" + "\n".join(sections)
+
+
 def pooler_catalogue() -> str:
     import torch
 
@@ -209,22 +224,12 @@ def pooler_catalogue() -> str:
             f"| {_count(n_params)} | {_cell(desc)} |"
         )
 
-        rows = _parameter_rows(entry, _inherited_arg_docs(cls))
-        preset = _preset_note(entry, cls, qual)
-        sections.append(
-            f"### `{name}` {{ #{name} }}\n\n"
-            f"{desc}\n{preset}\n"
-            f"- class: [`{qual}`][{qual}]\n"
-            f"- needs `guide`: {guide}\n"
-            f"- `create_pooler(\"{name}\", dim={CATALOGUE_DIM})`: `out_dim = {pooler.out_dim}`, "
-            f"{_count(n_params)} parameters\n\n" + "\n".join(rows) + "\n"
-        )
-    head = (
-        f"{len(names)} poolers are registered: {', '.join(f'`{n}`' for n in names)}.\n\n"
-        + "\n".join(summary)
-        + "\n"
-    )
-    return head + "\n" + "\n".join(sections)
+        sections.append(_component_section(entry, name, desc, qual, [
+            f"needs `guide`: {guide}",
+            f"`create_pooler(\"{name}\", dim={CATALOGUE_DIM})`: `out_dim = {pooler.out_dim}`, "
+            f"{_count(n_params)} parameters",
+        ]))
+    return _catalogue("poolers", names, summary, sections)
 
 
 # ---------------------------------------------------------------- losses
@@ -279,21 +284,10 @@ def loss_catalogue() -> str:
         summary.append(
             f"| [`{name}`](#loss-{name}) | [`{cls.__name__}`][{qual}] | {parts} | {n_args} | {_cell(desc)} |"
         )
-        rows = _parameter_rows(entry, _inherited_arg_docs(cls))
-        preset = _preset_note(entry, cls, qual)
-        sections.append(
-            f"### `{name}` {{ #loss-{name} }}\n\n"
-            f"{desc}\n{preset}\n"
-            f"- class: [`{qual}`][{qual}]\n"
-            f"- parts (weight) of `create_loss(\"{name}\")`: {parts or 'see the class'}\n\n"
-            + "\n".join(rows) + "\n"
-        )
-    head = (
-        f"{len(names)} losses are registered: {', '.join(f'`{n}`' for n in names)}.\n\n"
-        + "\n".join(summary)
-        + "\n"
-    )
-    return head + "\n" + "\n".join(sections)
+        sections.append(_component_section(entry, f"loss-{name}", desc, qual, [
+            f"parts (weight) of `create_loss(\"{name}\")`: {parts or 'see the class'}",
+        ]))
+    return _catalogue("losses", names, summary, sections)
 
 
 # ---------------------------------------------------------------- command line
