@@ -34,6 +34,8 @@ from reference_mbdc import ReferenceMBDC  # noqa: E402
 DIM, HEADS, REDUCED = 768, 4, 46
 #: the three variants the goals are about
 MAIN_VARIANTS = ("mbdc_paper", "baseline", "floor")
+#: a registered pooler's name plus this suffix: the same pooler under ``torch.compile``
+COMPILED = "+compile"
 
 
 @dataclass
@@ -64,9 +66,14 @@ def make_inputs(batch: int, tokens: int = 196, dim: int = DIM, device: str = "cp
 
 
 def build_variant(name: str, x: torch.Tensor, g: torch.Tensor, seed: int = 0) -> Variant:
-    """``name`` is a registered pooler, or ``baseline`` / ``floor``."""
+    """``name`` is a registered pooler (``+compile`` appended: under ``torch.compile``), or ``baseline`` / ``floor``."""
     torch.manual_seed(seed)
     device = x.device
+    if name.endswith(COMPILED):
+        pooler = dalip.create_pooler(name.removesuffix(COMPILED), dim=DIM).to(device).train()
+        call = torch.compile(pooler)  # compiled (forward and backward) by the first step, a warm-up one
+        guide = g if pooler.requires_guide else None
+        return Variant(name, pooler, lambda: call(x, guide=guide), (x, g))
     if name == "baseline":
         mod = ReferenceMBDC(DIM, HEADS, REDUCED, dropout=0.5).to(device).train()
         return Variant(name, mod, lambda: mod(x, guide=g), (x, g))

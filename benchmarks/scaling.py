@@ -1,15 +1,32 @@
 """How ``bdc`` and ``mbdc`` grow with tokens M, reduced dimension r, heads h and batch B.
 
-Times forward+backward (median of a few repeats) and the peak allocator memory of
-one step, for the functional BDC core on ``z (B h, r, M)`` and for the whole
-``mbdc`` pooler (C = 768, no square projection), varying one size at a time
-around B=32, M=196, r=32, h=4. Expected growth: linear in M and B, quadratic in r
-(Gram products ``r^2 M`` and ``r x r`` distances), linear in h for the core.
+Times forward+backward (median of a few repeats), the peak allocator memory and the
+FLOPs of matrix products (``FlopCounterMode``, forward and backward) of one step, for
+the functional BDC core on ``z (B h, r, M)`` and for the whole ``mbdc`` pooler
+(C = 768, no square projection), varying one size at a time around B=32, M=196,
+r=32, h=4.
 
-    python benchmarks/scaling.py [--repeats 5] [--device cpu|cuda] [--threads 1]
+Expected growth, from the arithmetic:
 
-Writes ``benchmarks/results/scaling_<device>.md`` and ``.png`` (log-log, with the
-fitted slope of every curve).
+* **bdc core**: the Gram products ``z z^T`` cost ``6 B h r^2 M`` FLOPs per step
+  (forward + both backward products), the distances, centring and upper triangle
+  ``O(B h r^2)``: linear in M, B and h, quadratic in r. Memory: the ``(B h, r, M)``
+  input, its gradient and float32 copy plus ``(B h, r, r)`` matrices: linear in
+  M, B, h and in r while ``r < M``.
+* **mbdc**: the dense layers dominate: the ``C x C`` in-projection on every token
+  (``6 B M C^2``), the reduction (``6 B M C r``), the BDC (``6 B h r^2 M``) and the
+  output Linear on ``S = h r (r + 1) / 2`` values (``6 B S C``). At C = 768 the first
+  term is the largest, so the module is linear in M and B and nearly flat in r and
+  h while ``h r^2`` and ``h r^2 C / M`` stay small against ``C^2``.
+
+The report gives each curve's log-log slope over the whole range and over its two
+largest sizes (the asymptotic growth, once fixed per-call costs no longer dominate),
+next to the slope of its FLOP count, and says where time departs from the FLOPs.
+
+    python benchmarks/scaling.py [--repeats 5] [--device cpu|cuda] [--threads 1] [--quick]
+
+Writes ``scaling_<device>.md`` and ``.png`` (log-log, each curve with its FLOP-
+proportional expectation dashed) in ``--out-dir`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -19,9 +36,11 @@ import datetime
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import _common as C  # noqa: N812  (also puts the repo root on sys.path)
 import dalip
@@ -30,8 +49,21 @@ from dalip.pooling.functional import bdc
 
 BASE = {"B": 32, "M": 196, "r": 32, "h": 4}
 SWEEP = {"M": [16, 49, 196, 576, 1024], "r": [8, 16, 32, 64, 96], "h": [1, 2, 4, 8, 16], "B": [4, 8, 16, 32, 64]}
+#: --quick: a toy sweep for smoke runs (the numbers mean nothing)
+QUICK_BASE = {"B": 2, "M": 8, "r": 4, "h": 2}
+QUICK_SWEEP = {"M": [4, 8], "r": [2, 4], "h": [1, 2], "B": [1, 2]}
+KINDS = ("bdc core", "mbdc")
+#: how the arithmetic grows (log-log slope) for each kind and axis, see the module docstring
+EXPECTED = {"bdc core": {"M": 1, "r": 2, "h": 1, "B": 1}, "mbdc": {"M": 1, "r": 0, "h": 0, "B": 1}}
 DIM = 768
-RESULTS = Path(C.RESULTS)
+
+
+@dataclass
+class Point:
+    value: int
+    seconds: float
+    mib: float
+    flops: int
 
 
 def make_step(kind: str, sizes: dict, device: str):
@@ -69,11 +101,46 @@ def measure(step, device: str, repeats: int) -> tuple[float, float]:
     return statistics.median(times), peak / 2**20
 
 
+def count_flops(step) -> int:
+    """FLOPs of the matrix products (and convolutions) of one step, forward and backward."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops()
+
+
 def slope(xs: list[float], ys: list[float]) -> float:
     """Least-squares slope of log y against log x (1 = linear, 2 = quadratic growth)."""
-    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    lx, ly = [math.log(x) for x in xs], [math.log(max(y, 1e-12)) for y in ys]
     mx, my = statistics.mean(lx), statistics.mean(ly)
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+
+
+def slopes(points: list[Point]) -> dict[str, float]:
+    """Whole-range and top-of-range (two largest sizes) slopes of time, memory and FLOPs."""
+    xs = [p.value for p in points]
+    out = {}
+    for key, ys in (("time", [p.seconds for p in points]), ("memory", [p.mib for p in points]),
+                    ("flops", [p.flops for p in points])):
+        out[key] = slope(xs, ys)
+        out[f"{key}_top"] = slope(xs[-2:], ys[-2:])
+    return out
+
+
+def reading(kind: str, axis: str, s: dict[str, float]) -> str:
+    """One sentence on how a curve compares with its arithmetic."""
+    expected = EXPECTED[kind][axis]
+    if abs(s["time_top"] - s["flops_top"]) <= 0.25:
+        verdict = "time follows the FLOPs at the large sizes"
+    elif s["time_top"] < s["flops_top"]:
+        verdict = ("time grows slower than the FLOPs: fixed per-call costs (dispatch, kernel launches, small"
+                   " element-wise kernels) and better matrix-unit use at larger sizes absorb part of the growth")
+    else:
+        verdict = ("time grows faster than the FLOPs: work that the matrix-product count leaves out (element-wise"
+                   " kernels, memory traffic, cache spills) grows faster here")
+    return (f"- **{kind}, {axis}**: expected slope {expected}, FLOP slope {s['flops']:.2f} (top {s['flops_top']:.2f});"
+            f" time {s['time']:.2f} over the range, {s['time_top']:.2f} at the top: {verdict}."
+            f" Memory slope {s['memory']:.2f} (top {s['memory_top']:.2f}).")
 
 
 def main(argv=None) -> None:
@@ -82,64 +149,93 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads (1: growth curves unaffected by other processes' load)")
+    ap.add_argument("--quick", action="store_true", help="a toy sweep (smoke runs; the numbers mean nothing)")
+    ap.add_argument("--out-dir", default=C.RESULTS)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    base, sweep = (QUICK_BASE, QUICK_SWEEP) if args.quick else (BASE, SWEEP)
     rows, curves = [], {}
-    for kind in ("bdc core", "mbdc"):
-        for axis, values in SWEEP.items():
-            ts, ms = [], []
+    for kind in KINDS:
+        for axis, values in sweep.items():
+            points = []
             for value in values:
-                sizes = {**BASE, axis: value}
-                t, m = measure(make_step(kind, sizes, args.device), args.device, args.repeats)
-                ts.append(t)
-                ms.append(m)
-                rows.append(f"| {kind} | {axis} | {value} | {1e3 * t:.2f} | {m:.1f} |")
+                step = make_step(kind, {**base, axis: value}, args.device)
+                t, m = measure(step, args.device, args.repeats)
+                points.append(Point(value, t, m, count_flops(step)))
+                rows.append(f"| {kind} | {axis} | {value} | {1e3 * t:.2f} | {m:.1f} | {points[-1].flops / 1e9:.3g} |")
                 print(rows[-1], flush=True)
-            curves[(kind, axis)] = (values, ts, ms)
+            curves[(kind, axis)] = points
     device = torch.cuda.get_device_name() if args.device == "cuda" else C.cpu_name()
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")
+    fitted = {key: slopes(points) for key, points in curves.items()}
+    command = f"python benchmarks/scaling.py --repeats {args.repeats} --device {args.device}" + (
+        f" --threads {args.threads}" if args.device == "cpu" else "") + (" --quick" if args.quick else "")
     lines = [
         f"# Scaling of bdc and mbdc ({args.device})",
         "",
-        f"- device: {device}; torch {torch.__version__}; {torch.get_num_threads()} threads; {when}",
-        f"- command: `python benchmarks/scaling.py --repeats {args.repeats} --device {args.device} --threads {args.threads}`",
-        f"- one size varied at a time around {BASE}; mbdc at C={DIM}, no square projection; fwd+bwd, float32",
+        f"- device: {device}; torch {torch.__version__}; "
+        + (f"{torch.get_num_threads()} threads; " if args.device == "cpu" else "") + when,
+        f"- command: `{command}`",
+        f"- one size varied at a time around {base}; mbdc at C={DIM}, no square projection; fwd+bwd, float32;"
+        " GFLOP = matrix products and convolutions of one step, forward and backward (`FlopCounterMode`)",
         "",
-        "| module | varied | value | fwd+bwd (ms) | peak memory (MiB) |",
-        "|---|---|---:|---:|---:|",
+        "| module | varied | value | fwd+bwd (ms) | peak memory (MiB) | GFLOP |",
+        "|---|---|---:|---:|---:|---:|",
         *rows,
         "",
-        "Fitted log-log slopes (1 = linear, 2 = quadratic):",
+        "Fitted log-log slopes (1 = linear, 2 = quadratic); *top* = between the two largest sizes:",
         "",
-        "| module | varied | time slope | memory slope |",
-        "|---|---|---:|---:|",
+        "| module | varied | expected | FLOPs | time | time, top | memory | memory, top |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for (kind, axis), (xs, ts, ms) in curves.items():
-        lines.append(f"| {kind} | {axis} | {slope(xs, ts):.2f} | {slope(xs, [max(m, 1e-3) for m in ms]):.2f} |")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"scaling_{args.device}.md"
+    for (kind, axis), s in fitted.items():
+        lines.append(f"| {kind} | {axis} | {EXPECTED[kind][axis]} | {s['flops']:.2f} | {s['time']:.2f} |"
+                     f" {s['time_top']:.2f} | {s['memory']:.2f} | {s['memory_top']:.2f} |")
+    lines += [
+        "",
+        "## Reading (generated from the slopes above)",
+        "",
+        "Expected: the bdc core's Gram products cost `6 B h r^2 M` FLOPs (linear in M, B, h; quadratic in r);"
+        " the mbdc pooler is dominated by its `C x C` in-projection (`6 B M C^2`), so it is linear in M and B"
+        " and nearly flat in r and h at C = 768. The dashed lines of the plot are time proportional to the"
+        " FLOP count, anchored at the largest size.",
+        "",
+        *(reading(kind, axis, s) for (kind, axis), s in fitted.items()),
+    ]
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"scaling_{args.device}.md"
     out.write_text("\n".join(lines) + "\n")
-    plot(curves, RESULTS / f"scaling_{args.device}.png", device)
+    plot(curves, out_dir / f"scaling_{args.device}.png", device, base)
+    print("\n".join(lines[-len(fitted) - 1:]))
     print(f"written: {out}")
 
 
-def plot(curves: dict, path: Path, device: str) -> None:
+def plot(curves: dict, path: Path, device: str, base: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 4, figsize=(15, 6.5))
-    for col, axis in enumerate(SWEEP):
-        for row, (label, index) in enumerate((("fwd+bwd time (ms)", 1), ("peak memory (MiB)", 2))):
+    axes_names = list(dict.fromkeys(axis for _, axis in curves))
+    fig, axes = plt.subplots(2, len(axes_names), figsize=(4 * len(axes_names), 7), squeeze=False)
+    colours = dict(zip(KINDS, ("tab:blue", "tab:orange")))
+    for col, axis in enumerate(axes_names):
+        for row, label in enumerate(("fwd+bwd time (ms)", "peak memory (MiB)")):
             ax = axes[row][col]
-            for kind in ("bdc core", "mbdc"):
-                xs, *values = curves[(kind, axis)]
-                ys = [v * (1e3 if index == 1 else 1) for v in values[index - 1]]
-                ax.loglog(xs, ys, "o-", label=f"{kind} (slope {slope(xs, [max(y, 1e-3) for y in ys]):.2f})")
+            for kind in KINDS:
+                points = curves[(kind, axis)]
+                xs = [p.value for p in points]
+                ys = [1e3 * p.seconds if row == 0 else p.mib for p in points]
+                ax.loglog(xs, ys, "o-", color=colours[kind], label=f"{kind} (slope {slope(xs, ys):.2f})")
+                if row == 0:  # expectation: time proportional to the FLOPs, through the largest size
+                    last = points[-1]
+                    ax.loglog(xs, [ys[-1] * p.flops / last.flops for p in points], "--", color=colours[kind],
+                              alpha=0.6, label=f"{kind}: ∝ FLOPs (slope {slope(xs, [p.flops for p in points]):.2f})")
             ax.set(xlabel=axis, ylabel=label)
             ax.legend(fontsize=7)
-    fig.suptitle(f"bdc / mbdc scaling, one size varied around {BASE} ({device})")
+    fig.suptitle(f"bdc / mbdc scaling, one size varied around {base} ({device}); dashed: time ∝ FLOPs")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

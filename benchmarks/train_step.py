@@ -40,6 +40,7 @@ import _common as C  # noqa: N812  (also puts the repo root on sys.path)
 from dalip.data import Batch
 from dalip.losses import create_loss
 from dalip.models import get_tokenizer
+from dalip.pooling import value_checks
 from dalip.train.config import config_from_dict
 from dalip.train.distributed import DistInfo
 from dalip.train.loop import _train_step, build_model, build_optimizer, set_train_mode
@@ -83,9 +84,10 @@ def build_recipe(name: str, args, device: torch.device) -> Recipe:
     batches = itertools.repeat(Batch(images, texts))  # type: ignore[arg-type]  (texts pre-tokenised)
     dist_info = DistInfo(rank=0, local_rank=0, world_size=1, device=device)
 
-    def step() -> None:
+    def step() -> None:  # as dalip.train.loop.train runs it: data-dependent input checks off (they sync)
         set_train_mode(model, config)
-        _train_step(model, model, loss_fn, lambda t: t, batches, optimizer, scheduler, config, dist_info)
+        with value_checks(config.run.value_checks):
+            _train_step(model, model, loss_fn, lambda t: t, batches, optimizer, scheduler, config, dist_info)
 
     return Recipe(name, step, sum(p.numel() for p in model.parameters()))
 

@@ -8,9 +8,11 @@ lent. The numbers they print at this size mean nothing and are not checked.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -60,13 +62,44 @@ def test_vs_open_clip_train_smoke(tmp_path):
     assert re.search(r"images/s ratio dalip / open_clip: \*\*\d+\.\d+\*\*", text)
 
 
-def test_scaling_script_measures_a_small_size():
-    code = (
-        "import sys; sys.path.insert(0, 'benchmarks'); import scaling\n"
-        "for kind in ('bdc core', 'mbdc'):\n"
-        "    t, mib = scaling.measure(scaling.make_step(kind, {'B': 2, 'M': 8, 'r': 4, 'h': 2}, 'cpu'), 'cpu', 1)\n"
-        "    assert t > 0 and mib > 0, (kind, t, mib)\n"
-        "print('ok')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+def test_scaling_script_measures_a_small_size(tmp_path):
+    run_script("scaling.py", "--device", "cpu", "--repeats", "1", "--quick", "--out-dir", str(tmp_path))
+    text = (tmp_path / "scaling_cpu.md").read_text()
+    assert (tmp_path / "scaling_cpu.png").stat().st_size > 10_000
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith(("| bdc core", "| mbdc"))]
+    measured = [r for r in rows if len(r) == 6]
+    assert len(measured) == 16 and all(float(r[3]) > 0 and float(r[5]) > 0 for r in measured)  # time, FLOPs
+    # the FLOP model: the bdc core's Gram products are exactly linear in M, quadratic in r
+    slopes = {(r[0].strip(), r[1].strip()): float(r[3]) for r in rows if len(r) == 8}
+    assert slopes[("bdc core", "M")] == pytest.approx(1.0, abs=0.02)
+    assert slopes[("bdc core", "r")] == pytest.approx(2.0, abs=0.02)
+    assert text.count("- **bdc core, ") == 4 and text.count("- **mbdc, ") == 4  # one reading per curve
+
+
+def run_session(tmp_path: Path, *stages: str, total_s: int = 300) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path / "out"
+    env = {**os.environ, "SMOKE": "1", "OUT": str(out), "TOTAL_S": str(total_s),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # python3 = this Python
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), *stages], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=600)
+    return proc, out
+
+
+def test_gpu_session_runs_its_stages_and_packs_the_results(tmp_path):
+    proc, out = run_session(tmp_path, "step", "scaling")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    summary = (out / "summary.md").read_text()
+    assert re.search(r"\| step \| 0 \| \d+ \|", summary) and re.search(r"\| scaling \| 0 \| \d+ \|", summary)
+    assert re.search(r"train_step_cpu.md: step time ratio dalip / clip: \*\*\d", summary)
+    with tarfile.open(out / "results.tar") as tar:
+        names = set(tar.getnames())
+    assert {"train_step_cpu.md", "scaling_cpu.md", "scaling_cpu.png", "step.txt", "scaling.txt"} <= names
+    assert (out / "session.log").is_file()
+    assert not (ROOT / "benchmarks" / "results" / "train_step_cpu.md").exists()  # smoke output stays out of results/
+
+
+def test_gpu_session_skips_stages_past_its_time_budget_and_rejects_unknown_ones(tmp_path):
+    proc, out = run_session(tmp_path, "tests", total_s=5)
+    assert proc.returncode == 0 and "| tests | skipped (no time left) | 0 |" in (out / "summary.md").read_text()
+    proc, _ = run_session(tmp_path, "warp")
+    assert proc.returncode == 2 and "unknown stage warp" in proc.stdout + proc.stderr

@@ -37,9 +37,16 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Tensor])
 
 
+@torch.compiler.assume_constant_result
+def autocast_available(device_type: str) -> bool:
+    """Whether autocast exists on ``device_type`` (a constant per device type, so
+    ``torch.compile`` folds it instead of breaking the graph on the C++ query)."""
+    return torch.amp.is_autocast_available(device_type)
+
+
 def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     """A context with autocast disabled on ``device_type`` (a no-op where autocast does not exist, e.g. meta)."""
-    if not torch.amp.is_autocast_available(device_type):
+    if not autocast_available(device_type):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_type, enabled=False)
 

@@ -111,7 +111,8 @@ class ReLUDropout(nn.Module):
     multiple of 1/65536 (exact for 0.5) and kept values are scaled by the
     inverse of the exact keep probability (the expectation is unchanged). The
     ReLU joins the same mask (``z > 0``), so the backward pass is one product.
-    Other devices use PyTorch's fused ``F.dropout(F.relu(z))``.
+    Other devices, and code under ``torch.compile`` (whose generated kernels draw
+    their own random numbers, fused with the product), use ``F.dropout(F.relu(z))``.
 
     Args:
         p: drop probability in ``[0, 1]``.
@@ -130,7 +131,7 @@ class ReLUDropout(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return torch.relu(z)
-        if z.device.type != "cpu":
+        if z.device.type != "cpu" or torch.compiler.is_compiling():
             return F.dropout(torch.relu(z), self.p, training=True)
         dropped = round(self.p * self.LANES)  # lanes below the threshold are dropped
         if dropped == self.LANES:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .base import Pooler
 from .bdc import BDCScale
 from .factory import register_pooler
-from .functional import autocast_off, bdc, triu_flatten, triu_index
+from .functional import autocast_available, autocast_off, bdc, triu_flatten, triu_index
 from .layers import NormKind, TokenReduction, project_tokens, project_tokens_transposed, project_tokens_weight_grad
 
 __all__ = ["MBDC", "ReduceWithGuideCosine", "guide_softmax", "guide_weighted_projection"]
@@ -21,7 +21,7 @@ __all__ = ["MBDC", "ReduceWithGuideCosine", "guide_softmax", "guide_weighted_pro
 def _autocast_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
     """The dtype autocast would give ``F.linear(x, weight)`` (the promoted dtype without autocast)."""
     dev = x.device.type
-    if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
+    if autocast_available(dev) and torch.is_autocast_enabled(dev):
         return torch.get_autocast_dtype(dev)
     return torch.promote_types(x.dtype, weight.dtype)
 

@@ -1,0 +1,108 @@
+"""The training step never waits for the host: checked on the CPU at the dispatcher.
+
+On a GPU, reading a value on the host (``.item()``, ``bool(t)``, ``.tolist()``) or an
+op whose output size depends on the data (``nonzero``, boolean indexing,
+``masked_select``, ``unique``) makes the CPU wait for the GPU stream, which serialises
+the step. These all go through a handful of aten ops, so a ``TorchDispatchMode`` that
+records them finds the same syncs on a CPU as on a GPU; `tests/test_gpu.py` checks
+the poolers with CUDA's own sync debug mode where a GPU exists.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from dalip.data import Batch
+from dalip.losses import create_loss
+from dalip.models import get_tokenizer
+from dalip.pooling import value_checks
+from dalip.train.config import load_config
+from dalip.train.distributed import DistInfo
+from dalip.train.loop import _train_step, build_model, set_train_mode
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "tests" / "assets" / "tiny-train.yaml")
+#: aten ops that copy a device value to the host or size their output by the data
+SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "_unique", "_unique2", "unique_dim",
+            "unique_consecutive", "equal", "is_nonzero", "bincount", "histc"}
+
+
+class HostSyncs(TorchDispatchMode):
+    """Records every dispatched op that would synchronise a GPU stream with the host."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.seen: set[str] = set()  # every op name, to show that backward and the optimizer ran inside
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        self.seen.add(name)
+        if name in SYNC_OPS:
+            self.calls.append(name)
+        elif name in ("index", "index_put", "index_put_"):  # boolean-mask indexing runs nonzero inside
+            indices = args[1] if len(args) > 1 else []
+            if any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices):
+                self.calls.append(f"{name} (boolean mask)")
+        return func(*args, **(kwargs or {}))
+
+
+def test_detector_sees_the_syncs_it_is_meant_to_see():
+    t = torch.tensor([0.0, 1.0, 2.0])
+    with HostSyncs() as mode:
+        t.sum().item()
+        bool(t.any())
+        t[t > 0]
+        t.nonzero()
+        t * 2  # not a sync
+    assert mode.calls == ["_local_scalar_dense", "_local_scalar_dense", "index (boolean mask)", "nonzero"]
+
+
+@pytest.fixture(scope="module")
+def dalip_step():
+    """The recipe's step on the tiny DALIP model: mbdc_paper-style heads on both towers (text masked)."""
+    torch.manual_seed(0)
+    options = "{heads: 2, reduced_dim: 4, norm: batch, dropout: 0.5, square_proj: true}"
+    config = load_config(TINY, ["model.second_order=mbdc", f"model.second_options={options}", "run.precision=bf16"])
+    model = build_model(config)
+    # fused AdamW (as the recipe uses on CUDA) keeps its step counts on the device; the CPU default
+    # (foreach) reads them on the host, which on a GPU it does not (its counts live on the CPU there)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    loss_fn = create_loss("distribution", alpha=config.model.alpha)
+    captions = ["a red heart", "a dog", "a smiling face with sunglasses and a long tail", "two cats"] * 2
+    texts = get_tokenizer(config.model.name)(captions)
+    batches = itertools.repeat(Batch(torch.randn(8, 3, 64, 64), texts))  # type: ignore[arg-type]
+    dist_info = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+
+    def step(checks: bool):
+        set_train_mode(model, config)
+        with value_checks(checks):
+            return _train_step(model, model, loss_fn, lambda t: t, batches, optimizer, scheduler, config, dist_info)
+
+    step(False)  # first step: optimizer state created
+    return step
+
+
+def test_training_step_has_no_host_sync(dalip_step):
+    with HostSyncs() as mode:
+        stats = dalip_step(False)
+    assert mode.calls == [], f"host syncs in the training step: {mode.calls}"
+    # the mode saw the whole step: forward, backward and fused AdamW
+    # (MBDC's BatchNorm and LayerNorm, the unlocked text tower's embedding, the optimizer)
+    assert {"native_batch_norm_backward", "native_layer_norm_backward", "embedding_dense_backward",
+            "_fused_adamw_"} <= mode.seen
+    assert torch.isfinite(stats.loss)
+
+
+def test_value_checks_are_the_only_sync_and_are_off_in_the_recipe(dalip_step):
+    with HostSyncs() as mode:
+        dalip_step(True)  # the all-padded-row check of the masked text pooler reads the mask
+    assert mode.calls and set(mode.calls) <= {"_local_scalar_dense", "nonzero"}
+    assert load_config(TINY).run.value_checks is False
