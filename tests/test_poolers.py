@@ -106,6 +106,17 @@ def test_torch_compile_runs(name):
 
 
 @pytest.mark.parametrize("name", ALL)
+def test_traces_into_one_graph_without_breaks(name):
+    """torch.compile sees the whole pooler (train mode, masked): no graph break splits it into eager pieces."""
+    torch._dynamo.reset()
+    pool = build(name).train()
+    tokens, mask, guide = make_batch()
+    explanation = torch._dynamo.explain(pool)(tokens, mask=mask, guide=guide)
+    assert explanation.graph_break_count == 0, [str(b.reason) for b in explanation.break_reasons]
+    assert explanation.graph_count == 1
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_no_device_specific_tensors_in_forward(name):
     """Runs on the meta device: nothing inside forward is pinned to the CPU."""
     pool = build(name).to("meta")
