@@ -236,3 +236,22 @@ def test_shipped_gpu_config_trains_on_cpu_at_smoke_size(tmp_path):
                  "optim.steps=1", "optim.warmup_steps=0", "run.precision=fp32", "data.spec.eval_subsets=[]"]) == 0
     (row,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert row["step"] == 1 and row["images_per_s"] > 0 and math.isfinite(row["loss"])
+
+
+def test_channels_last_model_computes_the_same_embeddings():
+    """`model.channels_last` (on in the quickstart) stores conv weights NHWC; the embeddings do not change."""
+    from dalip.train import load_config
+    from dalip.train.loop import build_model
+
+    models = {}
+    for flag in (False, True):
+        torch.manual_seed(0)
+        models[flag] = build_model(load_config(TINY, [f"model.channels_last={str(flag).lower()}"])).eval()
+    convs = [p for p in models[True].parameters() if p.ndim == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    # (1x1 and depthwise weights are both at once; the 3x3 ones are not, by default)
+    assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in models[False].parameters() if p.ndim == 4)
+    images = torch.randn(4, 3, 64, 64)  # plain NCHW input: the first convolution takes it as it is
+    with torch.no_grad():
+        ref, nhwc = (models[f].encode_image(images, embedding="combined") for f in (False, True))
+    torch.testing.assert_close(nhwc, ref, rtol=1e-4, atol=1e-5)

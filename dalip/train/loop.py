@@ -68,6 +68,8 @@ def build_model(config: TrainConfig) -> DALIPModel:
         model.clip.lock_text_tower(unlocked_layers=m.unlocked_text_layers, freeze_layer_norm=True)
     if m.grad_checkpointing:
         model.clip.set_grad_checkpointing(True)
+    if m.channels_last:  # 4-d (conv) weights only; convolutions then run NHWC, inputs may stay NCHW
+        model.to(memory_format=torch.channels_last)
     return model
 
 
