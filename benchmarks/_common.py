@@ -56,6 +56,21 @@ class Variant:
         self.zero_grad()
         self.run().float().sum().backward()
 
+    def count_ops(self) -> int:
+        """Aten operators one step dispatches, views left out: on a GPU each is at least one kernel launch."""
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        class Counter(TorchDispatchMode):
+            count = 0
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                Counter.count += not func.is_view
+                return func(*args, **(kwargs or {}))
+
+        with Counter():
+            self.step()
+        return Counter.count
+
 
 def make_inputs(batch: int, tokens: int = 196, dim: int = DIM, device: str = "cpu", seed: int = 0):
     """``tokens (B, N, C)`` and ``guide (B, C)``, both requiring grad."""

@@ -189,11 +189,14 @@ def ratios(times, peaks, note: str, device: str) -> list[str]:
     return lines
 
 
-def table(names, times, peaks, rss=None) -> list[str]:
+def table(names, times, peaks, rss=None, ops=None) -> list[str]:
     head = "| variant | fwd+bwd median (ms) | min (ms) | peak memory (MiB) |"
     sep = "|---|---:|---:|---:|"
     if rss:
         head += " max-RSS rise, fresh process (MiB) |"
+        sep += "---:|"
+    if ops:
+        head += " ops / step |"
         sep += "---:|"
     rows = [head, sep]
     for n in names:
@@ -204,6 +207,8 @@ def table(names, times, peaks, rss=None) -> list[str]:
         row = f"| {n} | {med} | {mn} | {pk} |"
         if rss:
             row += f" {rss[n] / 2**20:.1f} |" if n in rss else " - |"
+        if ops:
+            row += f" {ops[n]} |" if n in ops else " - |"
         rows.append(row)
     return rows
 
@@ -217,6 +222,8 @@ def run_device(device: str, args) -> list[str]:
     order = main_names + [n for n in names if n not in main_names]
     main = [variants[n] for n in main_names]
     rest = [variants[n] for n in order[len(main_names):]]
+    # dispatched aten ops of one eager step (not for compiled variants: their fused kernels bypass the dispatcher)
+    ops = {n: v.count_ops() for n, v in variants.items() if not n.endswith(C.COMPILED)}
     lines = []
     modes = [(None, "float32")] + ([(torch.bfloat16, "bf16 autocast")] if device == "cuda" else [])
     for autocast, label in modes:
@@ -235,7 +242,7 @@ def run_device(device: str, args) -> list[str]:
                 else:
                     peaks[n] = cuda_peak_bytes(variants[n], autocast)
         lines += [f"### {device}, B={batch}, N=196 (+ guide), C=768, {label}", ""]
-        lines += table(order, times, peaks, rss) + [""]
+        lines += table(order, times, peaks, rss, ops) + [""]
         lines += ratios(times, peaks, f" over {args.repeats} round-robin steps after {args.warmup} warm-up", device)
         lines += [""]
     return lines
@@ -253,6 +260,8 @@ def header(device: str, args) -> list[str]:
         " layers alone (in-projection, shared reduction linear, LayerNorm + square Linear + out Linear). By design"
         " the floor leaves out what is not a dense layer but every implementation must still pay: guide weighting,"
         " BatchNorm, ReLU, dropout, the BDC (Gram product, distances, centring) and the upper triangle",
+        "- ops / step: aten operators dispatched by one float32 step (forward + backward), views left out;"
+        " on a GPU each is at least one kernel launch (a few microseconds), the cost that does not shrink with size",
         "- peak memory: " + (
             "peak bytes live in the PyTorch CPU allocator during one warmed-up step, from its start"
             " (profiler `[memory]` events, `Total Allocated`), parameter gradients included"
