@@ -40,7 +40,10 @@ def plot_run(metrics: list[dict], results: dict, path: str | Path) -> Path:
     labels = [f"{s.replace('twemoji-', '')}\n{t}" for s, t in groups]
     right.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))], labels, fontsize=8)
     right.set(ylabel="top-1 accuracy", ylim=(0, 1), title="zero-shot top-1 on held-out data (dotted: chance)")
-    right.legend(fontsize=8)
+    if embeddings:
+        right.legend(fontsize=8)
+    else:  # a run without evaluation sets
+        right.text(0.5, 0.5, "no evaluation", ha="center", va="center", transform=right.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
