@@ -212,6 +212,40 @@ def test_train_batches_resume_at_any_micro_batch_for_maps_and_streams():
         assert sequence[0] != sequence[3] or isinstance(dataset, Stream)  # map-style epochs reshuffle
 
 
+class _Noisy(torch.utils.data.Dataset):
+    """Index plus a random draw: shows which RNG seed each sample was loaded under."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, index):
+        return index, float(torch.rand(()))
+
+
+def test_map_style_batches_are_whole_epochs_from_one_loader_with_workers():
+    from dalip.train.data_loading import TrainBatches, epoch_order
+    from dalip.train.distributed import DistInfo
+
+    collate = lambda items: [(i, round(r, 6)) for i, r in items]  # noqa: E731
+    runs = {}
+    for workers in (0, 2):  # one loader for the whole run: workers prefetch across epoch boundaries
+        batches = TrainBatches(_Noisy(), collate, batch_size=3, workers=workers, seed=1,
+                               dist=DistInfo(0, 0, 1, torch.device("cpu")))
+        runs[workers] = [batches.get(k) for k in range(7)]  # 3 whole batches per epoch (one sample dropped)
+    assert runs[0] == runs[2]
+    for k, batch in enumerate(runs[0]):  # epoch e, batch j = the epoch's permutation, cut into whole batches
+        epoch, j = divmod(k, 3)
+        assert [i for i, _ in batch] == epoch_order(10, 1, epoch, 0, 1)[3 * j : 3 * j + 3]
+    draws = {(k // 3, i): r for k, batch in enumerate(runs[0]) for i, r in batch}
+    assert len(set(draws.values())) == len(draws)  # every (epoch, index) has its own seed
+    shares = [  # two ranks: disjoint shares of an epoch (2 batches of 2 each)
+        {i for k in range(2) for i, _ in TrainBatches(_Noisy(), collate, batch_size=2, workers=0, seed=1,
+                                                   dist=DistInfo(rank, rank, 2, torch.device("cpu"))).get(k)}
+        for rank in (0, 1)
+    ]
+    assert len(shares[0]) == len(shares[1]) == 4 and not shares[0] & shares[1]
+
+
 def test_gradient_checkpointing_option_trains(tmp_path):
     assert main(["train", "--config", TINY, "--output", str(tmp_path), "optim.steps=2",
                  "model.grad_checkpointing=true", "eval.embeddings=[combined]"]) == 0

@@ -19,11 +19,15 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from .config import TrainConfig
 from .distributed import DistInfo
 
-__all__ = ["RunData", "SeededSamples", "TrainBatches", "build_data"]
+__all__ = ["RunData", "RunOrder", "SeededSamples", "TrainBatches", "build_data"]
 
 
 class SeededSamples(Dataset):
-    """Runs the wrapped dataset's ``__getitem__`` under an RNG seeded by (seed, epoch, index)."""
+    """Runs the wrapped dataset's ``__getitem__`` under an RNG seeded by (seed, epoch, index).
+
+    Keys are ``(epoch, index)`` pairs (as `RunOrder` yields them); a plain ``index``
+    uses the ``epoch`` attribute.
+    """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset, self.seed, self.epoch = dataset, seed, 0
@@ -31,8 +35,9 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> Any:
-        sample_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        sample_seed = (self.seed * 1_000_003 + epoch) * 10_000_019 + index
         py_state = random.getstate()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed)
@@ -46,24 +51,40 @@ class SeededSamples(Dataset):
                 random.setstate(py_state)
 
 
-class EpochOrder(Sampler[int]):
-    """This rank's share of the epoch's permutation, from position ``start`` on."""
+def epoch_order(size: int, seed: int, epoch: int, rank: int, world: int) -> list[int]:
+    """This rank's share of the epoch's permutation (equal shares, so every rank runs the same steps)."""
+    generator = torch.Generator().manual_seed(seed * 7919 + epoch)
+    per_rank = size // world
+    return torch.randperm(size, generator=generator)[rank * per_rank : (rank + 1) * per_rank].tolist()
 
-    def __init__(self, size: int, seed: int, epoch: int, rank: int, world: int, start: int = 0) -> None:
-        generator = torch.Generator().manual_seed(seed * 7919 + epoch)
-        order = torch.randperm(size, generator=generator)
-        per_rank = size // world  # equal shares so every rank runs the same number of steps
-        self.indices = order[rank * per_rank : (rank + 1) * per_rank][start:].tolist()
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
+class RunOrder(Sampler[tuple[int, int]]):
+    """``(epoch, index)`` keys for the whole run, epoch after epoch without end.
 
-    def __len__(self) -> int:
-        return len(self.indices)
+    Each epoch gives this rank's share of its permutation, cut to ``per_epoch`` whole
+    batches (what ``drop_last`` would keep), so batches never straddle two epochs;
+    the first epoch starts at batch ``start_batch``. One loader over this order lives
+    for the whole run: its workers keep prefetching across epoch boundaries instead of
+    a new loader (and a pipeline refilled from empty) at every epoch.
+    """
+
+    def __init__(self, size: int, seed: int, rank: int, world: int, batch_size: int, per_epoch: int,
+                 start_epoch: int = 0, start_batch: int = 0) -> None:
+        self.size, self.seed, self.rank, self.world = size, seed, rank, world
+        self.batch_size, self.per_epoch = batch_size, per_epoch
+        self.start_epoch, self.start_batch = start_epoch, start_batch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, start = self.start_epoch, self.start_batch * self.batch_size
+        while True:
+            order = epoch_order(self.size, self.seed, epoch, self.rank, self.world)
+            for index in order[start : self.per_epoch * self.batch_size]:
+                yield epoch, index
+            epoch, start = epoch + 1, 0
 
 
 class TrainBatches:
-    """``get(k)``: micro-batch ``k`` of the run; sequential calls reuse one loader per epoch."""
+    """``get(k)``: micro-batch ``k`` of the run; sequential calls reuse one loader."""
 
     def __init__(self, dataset: Dataset, collate, batch_size: int, workers: int, seed: int, dist: DistInfo) -> None:
         self.iterable = isinstance(dataset, IterableDataset)
@@ -78,30 +99,23 @@ class TrainBatches:
                 )
         self._next, self._iter = -1, None
 
-    def _loader(self, epoch: int, start_batch: int = 0) -> Iterator[Any]:
-        kwargs: dict[str, Any] = dict(
-            batch_size=self.batch_size, num_workers=self.workers, collate_fn=self.collate,
-            pin_memory=self.dist.device.type == "cuda", persistent_workers=False,
-        )
-        if self.iterable:
-            if hasattr(self.dataset, "set_epoch"):
-                self.dataset.set_epoch(epoch)
-            return iter(DataLoader(self.dataset, **kwargs))
-        self.dataset.epoch = epoch
-        sampler = EpochOrder(len(self.dataset), self.seed, epoch, self.dist.rank, self.dist.world_size,
-                             start_batch * self.batch_size)
-        return iter(DataLoader(self.dataset, sampler=sampler, drop_last=True, **kwargs))
+    def _loader(self, **kwargs: Any) -> Iterator[Any]:
+        return iter(DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.workers,
+                               collate_fn=self.collate, pin_memory=self.dist.device.type == "cuda", **kwargs))
 
     def _stream(self, k: int) -> Iterator[Any]:
         """Micro-batches from ``k`` on, across epochs."""
         if not self.iterable:
             epoch, within = divmod(k, self.per_epoch)
-            while True:
-                yield from self._loader(epoch, within)
-                epoch, within = epoch + 1, 0
+            order = RunOrder(len(self.dataset), self.seed, self.dist.rank, self.dist.world_size, self.batch_size,
+                             self.per_epoch, epoch, within)
+            yield from self._loader(sampler=order)
+            return
         epoch, seen = 0, 0
         while True:  # a stream cannot seek: consume what a resumed run already used
-            for batch in self._loader(epoch):
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            for batch in self._loader():
                 if seen >= k:
                     yield batch
                 seen += 1
