@@ -140,6 +140,30 @@ def test_bad_inputs():
         create_model(tiny(), pretrained="openai")
 
 
+def test_plain_clip_runs_open_clips_own_forward(kind, monkeypatch):
+    """No head reads the tokens: the towers' plain forward, the same numbers as open_clip's model."""
+    model = create_model(TOWERS[kind], second_order=None).eval()
+    images, texts = images_for(model), fake_text(3)
+    with torch.no_grad():
+        image_ref, text_ref, _ = model.clip(images, texts)[:3]  # open_clip's own forward (normalised)
+        import dalip.models.dalip_model as wrapper
+
+        def no_tokens(*args, **kwargs):
+            raise AssertionError("tokens extracted although no head needs them")
+
+        monkeypatch.setattr(wrapper, "extract_image_tokens", no_tokens)
+        monkeypatch.setattr(wrapper, "extract_text_tokens", no_tokens)
+        out = model(images, texts)
+    assert torch.equal(out["image_features"], image_ref) and torch.equal(out["text_features"], text_ref)
+    with pytest.raises(ValueError, match="images must have shape"):
+        model.encode_image(images[0])
+    # a first-order pooler on the image tower only: only that tower extracts tokens
+    mixed = create_model(TOWERS[kind], first_order={"image": "mean", "text": "tower"}, second_order=None)
+    with pytest.raises(AssertionError, match="tokens extracted"):
+        mixed(images, texts)
+    assert mixed.encode_text(texts).shape == (3, EMBED)
+
+
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 def test_open_clip_checkpoint_loads_into_towers_heads_stay_fresh(tmp_path, suffix):
     source = create_model(tiny(), second_order=None)

@@ -103,19 +103,31 @@ class DALIPModel(nn.Module):
         return len(self.second_heads) > 0
 
     # ------------------------------------------------------------------ towers
+    @staticmethod
+    def _check_input(tower: str, x: Tensor) -> None:
+        if tower == "image" and x.ndim != 4:
+            raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(x.shape)}")
+        if tower == "text" and (x.ndim != 2 or x.is_floating_point()):
+            raise ValueError(f"texts must be integer token ids of shape (B, L), got {x.dtype} {tuple(x.shape)}")
+
     def image_tower(self, images: Tensor) -> TowerOutput:
         """Tokens, guide and own output of the image tower for ``images (B, 3, H, W)``."""
-        if images.ndim != 4:
-            raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+        self._check_input("image", images)
         return extract_image_tokens(self.clip.visual, images, self.image_kind)
 
     def text_tower(self, texts: Tensor) -> TowerOutput:
         """Tokens, mask, guide and own output of the text tower for token ids ``(B, L)``."""
-        if texts.ndim != 2 or texts.is_floating_point():
-            raise ValueError(f"texts must be integer token ids of shape (B, L), got {texts.dtype} {tuple(texts.shape)}")
+        self._check_input("text", texts)
         return extract_text_tokens(self.clip, texts, self.text_kind)
 
-    def _embed(self, tower: str, out: TowerOutput) -> tuple[Tensor, Tensor | None]:
+    def _embed(self, tower: str, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Unit first- and second-order embeddings (None: no second-order head) of one tower's input."""
+        if tower not in self.first_heads and tower not in self.second_heads:
+            # no head reads this tower's tokens: its plain forward, exactly open_clip's computation
+            self._check_input(tower, x)
+            pooled = self.clip.encode_image(x) if tower == "image" else self.clip.encode_text(x)
+            return F.normalize(pooled, dim=-1), None
+        out = self.image_tower(x) if tower == "image" else self.text_tower(x)
         first = self.first_heads[tower](out) if tower in self.first_heads else out.pooled
         second = self.second_heads[tower](out) if tower in self.second_heads else None
         return F.normalize(first, dim=-1), None if second is None else F.normalize(second, dim=-1)
@@ -141,18 +153,18 @@ class DALIPModel(nn.Module):
         is the mixed similarity). ``normalize`` is accepted for open_clip
         compatibility; the outputs are always unit vectors.
         """
-        return self._combine(*self._embed("image", self.image_tower(images)), embedding)
+        return self._combine(*self._embed("image", images), embedding)
 
     def encode_text(self, texts: Tensor, normalize: bool = True, embedding: Embedding = "combined") -> Tensor:
         """ONE embedding tensor per text; see `encode_image`."""
-        return self._combine(*self._embed("text", self.text_tower(texts)), embedding)
+        return self._combine(*self._embed("text", texts), embedding)
 
     def forward(self, images: Tensor, texts: Tensor) -> dict[str, Tensor | None]:
         """Both towers and all heads; returns the stable output dict (see class docs)."""
         if images.shape[0] != texts.shape[0]:
             raise ValueError(f"image and text batch sizes differ: {images.shape[0]} images, {texts.shape[0]} texts")
-        image_first, image_second = self._embed("image", self.image_tower(images))
-        text_first, text_second = self._embed("text", self.text_tower(texts))
+        image_first, image_second = self._embed("image", images)
+        text_first, text_second = self._embed("text", texts)
         out: dict[str, Tensor | None] = {
             "image_features": image_first,
             "text_features": text_first,
