@@ -37,3 +37,17 @@ def test_forward_backward_never_syncs_with_the_host(name):
         out.float().sum().backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_training_step_never_syncs_with_the_host():
+    """The whole recipe step (DALIP heads on both towers, bf16, fused AdamW) under CUDA's sync detector."""
+    from test_host_sync import make_dalip_step
+
+    step = make_dalip_step(torch.device("cuda"))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        stats = step(False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(stats.loss).item()

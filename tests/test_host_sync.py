@@ -63,13 +63,16 @@ def test_detector_sees_the_syncs_it_is_meant_to_see():
     assert mode.calls == ["_local_scalar_dense", "_local_scalar_dense", "index (boolean mask)", "nonzero"]
 
 
-@pytest.fixture(scope="module")
-def dalip_step():
-    """The recipe's step on the tiny DALIP model: mbdc_paper-style heads on both towers (text masked)."""
+def make_dalip_step(device: torch.device):
+    """The recipe's step on the tiny DALIP model: mbdc_paper-style heads on both towers (text masked).
+
+    Returns ``step(checks)``, which runs one optimizer step with the poolers' value checks
+    on or off; the batch is already on ``device`` and one warm-up step has run.
+    """
     torch.manual_seed(0)
     options = "{heads: 2, reduced_dim: 4, norm: batch, dropout: 0.5, square_proj: true}"
     config = load_config(TINY, ["model.second_order=mbdc", f"model.second_options={options}", "run.precision=bf16"])
-    model = build_model(config)
+    model = build_model(config).to(device)
     # fused AdamW (as the recipe uses on CUDA) keeps its step counts on the device; the CPU default
     # (foreach) reads them on the host, which on a GPU it does not (its counts live on the CPU there)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -77,9 +80,9 @@ def dalip_step():
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     loss_fn = create_loss("distribution", alpha=config.model.alpha)
     captions = ["a red heart", "a dog", "a smiling face with sunglasses and a long tail", "two cats"] * 2
-    texts = get_tokenizer(config.model.name)(captions)
-    batches = itertools.repeat(Batch(torch.randn(8, 3, 64, 64), texts))  # type: ignore[arg-type]
-    dist_info = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    texts = get_tokenizer(config.model.name)(captions).to(device)
+    batches = itertools.repeat(Batch(torch.randn(8, 3, 64, 64, device=device), texts))  # type: ignore[arg-type]
+    dist_info = DistInfo(rank=0, local_rank=0, world_size=1, device=device)
 
     def step(checks: bool):
         set_train_mode(model, config)
@@ -88,6 +91,11 @@ def dalip_step():
 
     step(False)  # first step: optimizer state created
     return step
+
+
+@pytest.fixture(scope="module")
+def dalip_step():
+    return make_dalip_step(torch.device("cpu"))
 
 
 def test_training_step_has_no_host_sync(dalip_step):
