@@ -103,3 +103,9 @@ def test_gpu_session_skips_stages_past_its_time_budget_and_rejects_unknown_ones(
     assert proc.returncode == 0 and "| tests | skipped (no time left) | 0 |" in (out / "summary.md").read_text()
     proc, _ = run_session(tmp_path, "warp")
     assert proc.returncode == 2 and "unknown stage warp" in proc.stdout + proc.stderr
+
+
+def test_epoch_boundary_script_reads_across_epochs():
+    text = run_script("epoch_boundary.py", "--batch", "512", "--workers", "1", "--epochs", "2", "--step-s", "0")
+    assert re.search(r"inside epochs \(median\): \*\*\d+ ms\*\*", text)
+    assert re.search(r"epoch boundaries: \*\*\d+ ms\*\*", text)  # one boundary between two epochs
