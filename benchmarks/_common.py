@@ -61,15 +61,27 @@ class Variant:
         from torch.utils._python_dispatch import TorchDispatchMode
 
         class Counter(TorchDispatchMode):
-            count = 0
+            def __init__(self) -> None:
+                super().__init__()
+                self.count = 0
 
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                Counter.count += not func.is_view
+                self.count += not func.is_view
                 return func(*args, **(kwargs or {}))
 
-        with Counter():
+        with Counter() as counter:
             self.step()
-        return Counter.count
+        return counter.count
+
+
+def step_flops(step: Callable[[], object]) -> int:
+    """FLOPs of the matrix products and convolutions of one call of ``step`` (forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops()
 
 
 def make_inputs(batch: int, tokens: int = 196, dim: int = DIM, device: str = "cpu", seed: int = 0):
@@ -84,11 +96,6 @@ def build_variant(name: str, x: torch.Tensor, g: torch.Tensor, seed: int = 0) ->
     """``name`` is a registered pooler (``+compile`` appended: under ``torch.compile``), or ``baseline`` / ``floor``."""
     torch.manual_seed(seed)
     device = x.device
-    if name.endswith(COMPILED):
-        pooler = dalip.create_pooler(name.removesuffix(COMPILED), dim=DIM).to(device).train()
-        call = torch.compile(pooler)  # compiled (forward and backward) by the first step, a warm-up one
-        guide = g if pooler.requires_guide else None
-        return Variant(name, pooler, lambda: call(x, guide=guide), (x, g))
     if name == "baseline":
         mod = ReferenceMBDC(DIM, HEADS, REDUCED, dropout=0.5).to(device).train()
         return Variant(name, mod, lambda: mod(x, guide=g), (x, g))
@@ -96,9 +103,11 @@ def build_variant(name: str, x: torch.Tensor, g: torch.Tensor, seed: int = 0) ->
         mod = FloorMBDC(DIM, HEADS, REDUCED).to(device).train()
         stats = mod.make_stats(x)
         return Variant(name, mod, lambda: mod(x, g, stats), (x, g, stats))
-    mod = dalip.create_pooler(name, dim=DIM).to(device).train()
+    mod = dalip.create_pooler(name.removesuffix(COMPILED), dim=DIM).to(device).train()
+    # a compiled variant is compiled (forward and backward) by its first step, a warm-up one
+    call = torch.compile(mod) if name.endswith(COMPILED) else mod
     guide = g if mod.requires_guide else None
-    return Variant(name, mod, lambda: mod(x, guide=guide), (x, g))
+    return Variant(name, mod, lambda: call(x, guide=guide), (x, g))
 
 
 def all_variant_names() -> list[str]:

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import _common as C  # noqa: N812  (also puts the repo root on sys.path)
 import dalip
@@ -99,14 +98,6 @@ def measure(step, device: str, repeats: int) -> tuple[float, float]:
             step()
         peak = _trace_peak(prof)
     return statistics.median(times), peak / 2**20
-
-
-def count_flops(step) -> int:
-    """FLOPs of the matrix products (and convolutions) of one step, forward and backward."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step()
-    return counter.get_total_flops()
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -185,7 +176,7 @@ def main(argv=None) -> None:
             for value in values:
                 step = make_step(kind, {**base, axis: value}, args.device)
                 t, m = measure(step, args.device, args.repeats)
-                points.append(Point(value, t, m, count_flops(step)))
+                points.append(Point(value, t, m, C.step_flops(step)))
                 rows.append(f"| {kind} | {axis} | {value} | {1e3 * t:.2f} | {m:.1f} | {points[-1].flops / 1e9:.3g} |")
                 print(rows[-1], flush=True)
             curves[(kind, axis)] = points

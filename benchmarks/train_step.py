@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import _common as C  # noqa: N812  (also puts the repo root on sys.path)
 from dalip.data import Batch
@@ -118,13 +117,6 @@ def peak_step_bytes(recipe: Recipe, device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated() - base
 
 
-def step_flops(recipe: Recipe) -> int:
-    counter = FlopCounterMode(display=False)
-    with counter:
-        recipe.step()
-    return counter.get_total_flops()
-
-
 def report(args, device: torch.device, recipes: list[Recipe], times, peaks, flops) -> str:
     med = {k: statistics.median(v) for k, v in times.items()}
     lines = [
@@ -173,7 +165,7 @@ def main(argv=None) -> None:
     recipes = [build_recipe(name, args, device) for name in VARIANTS]
     times = time_recipes(recipes, args.steps, args.warmup, device)
     peaks = {r.name: peak_step_bytes(r, device) for r in recipes}
-    flops = {r.name: step_flops(r) for r in recipes}
+    flops = {r.name: C.step_flops(r.step) for r in recipes}
     out = args.out or os.path.join(C.RESULTS, f"train_step_{kind}.md")
     C.write_report(report(args, device, recipes, times, peaks, flops), out)
 

@@ -5,7 +5,7 @@ op whose output size depends on the data (``nonzero``, boolean indexing,
 ``masked_select``, ``unique``) makes the CPU wait for the GPU stream, which serialises
 the step. These all go through a handful of aten ops, so a ``TorchDispatchMode`` that
 records them finds the same syncs on a CPU as on a GPU; `tests/test_gpu.py` checks
-the poolers with CUDA's own sync debug mode where a GPU exists.
+the poolers and this same step with CUDA's own sync debug mode where a GPU exists.
 """
 
 from __future__ import annotations
