@@ -95,7 +95,7 @@ def run_dalip(args, csv: Path, work: Path, tag: str, env: dict) -> tuple[list[fl
     config = {
         "model": {"name": args.model, "first_order": "tower", "second_order": None},
         "loss": {"name": "clip"},
-        "data": {"spec": {"dataset": "csv", "train": str(csv), "image_size": args.image_size, "twemoji_eval": False},
+        "data": {"spec": {"dataset": "csv", "train": str(csv), "image_size": args.image_size},
                  "batch_size": args.batch, "workers": args.workers},
         "optim": {"lr": 5e-4, "head_lr": 5e-4, "warmup_steps": 10, "steps": args.steps},
         "run": {"precision": args.precision, "log_every": 1, "checkpoint_every": 10**6},

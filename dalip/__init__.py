@@ -13,6 +13,7 @@ out = model(images, texts)                 # image_features, text_features, imag
 ```
 """
 
+from .interop import load_for_benchmark
 from .losses import AlignmentLoss, create_loss, list_losses, register_loss
 from .models import DALIPModel, create_model, get_tokenizer, list_models
 from .pooling import Pooler, create_pooler, list_poolers, register_pooler
@@ -23,5 +24,5 @@ __version__ = "0.1.0"
 __all__ = [
     "AlignmentLoss", "create_loss", "list_losses", "register_loss",
     "DALIPModel", "Pooler", "Registry", "UnknownComponentError", "__version__", "create_model",
-    "create_pooler", "get_tokenizer", "list_models", "list_poolers", "register_pooler",
+    "create_pooler", "get_tokenizer", "list_models", "list_poolers", "load_for_benchmark", "register_pooler",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import tarfile
@@ -18,7 +19,7 @@ from dalip.data import (
     CAPTION_TEMPLATES,
     Batch,
     CsvCaptions,
-    DataSpec,
+    create_dataset,
     MixedDataset,
     MixedIterableDataset,
     WebDatasetShards,
@@ -127,7 +128,7 @@ def test_cache_is_reused_and_rebuilt_when_corrupt(cache_dir, split, tmp_path, ca
 
 
 def test_eval_sets(cache_dir):
-    sets = build_eval_sets(DataSpec(cache_dir=str(cache_dir)))
+    sets = build_eval_sets(create_dataset(cache_dir=str(cache_dir)))
     assert set(sets) == {"twemoji-domain", "twemoji-general"}
     domain = sets["twemoji-domain"]
     assert domain.images.dtype == torch.uint8 and domain.images.shape[1:] == (72, 72, 3)
@@ -143,7 +144,7 @@ def test_eval_sets(cache_dir):
 
 
 def test_twemoji_train_dataset(cache_dir, split):
-    data = build_train_dataset(DataSpec(cache_dir=str(cache_dir)))
+    data = build_train_dataset(create_dataset(cache_dir=str(cache_dir), image_size=128))
     image, text = data[0]
     assert image.shape == (3, 128, 128) and image.dtype == torch.float32 and isinstance(text, str)
     assert len(data) == len(split.indices("domain", "train")) + len(split.indices("general", "train"))
@@ -162,7 +163,8 @@ def test_csv_skips_missing_and_corrupt_images(tmp_path, caplog):
     rows = ["filepath\ttitle", "img/a.png\ta red square", "img/missing.png\tgone",
             "img/corrupt.jpg\tbroken", "img/b.png\ta white square"]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
-    data = build_train_dataset(DataSpec(dataset="csv", train=str(tmp_path / "train.csv"), image_size=32, augment=False))
+    data = build_train_dataset(create_dataset("csv", train=str(tmp_path / "train.csv"), image_size=32, augment=False,
+                                              mean=(0.5,) * 3, std=(0.5,) * 3))
     assert isinstance(data, CsvCaptions) and len(data) == 4
     with caplog.at_level(logging.WARNING):
         batches = list(DataLoader(data, batch_size=4, collate_fn=collate))
@@ -292,12 +294,12 @@ def test_mixing_ratio_and_determinism():
     assert abs(sum(tag == "d" for tag, _ in stream) / len(stream) - 0.6) < 0.02
     assert {i for tag, i in stream if tag == "g"} == set(range(5000))
     with pytest.raises(ValueError, match="domain_fraction"):
-        DataSpec(mix_with="twemoji:general")
+        create_dataset(mix_with="twemoji:general")
 
 
 def test_twemoji_mix_spec(cache_dir):
-    mix = build_train_dataset(DataSpec(cache_dir=str(cache_dir), subsets=("domain",), mix_with="twemoji",
-                                       domain_fraction=0.5, image_size=64))
+    mix = build_train_dataset(create_dataset(cache_dir=str(cache_dir), subsets=("domain",), mix_with="twemoji",
+                                             domain_fraction=0.5, image_size=64))
     assert isinstance(mix, MixedDataset) and abs(mix.from_domain.mean() - 0.5) < 0.05
     image, text = mix[0]
     assert image.shape == (3, 64, 64) and isinstance(text, str)
@@ -310,3 +312,108 @@ def test_collate_drops_none_and_counts():
     assert batch.skipped == 3 and len(batch) == 2
     empty = collate([None, None])
     assert len(empty) == 0 and empty.skipped == 2
+
+
+# ------------------------------------------------------------ dataset registry
+
+
+def test_dataset_kinds_are_registered_components(tmp_path):
+    from dalip import UnknownComponentError
+    from dalip.data import DATASETS, CsvSpec, DatasetSpec, TwemojiSpec, WdsSpec, list_datasets, register_dataset
+
+    assert {"twemoji", "csv", "wds"} <= set(list_datasets())
+    assert list_datasets("*csv*") == ["csv"]
+    with pytest.raises(UnknownComponentError, match="Known datasets: .*csv.*twemoji"):
+        create_dataset("imagenet")
+    with pytest.raises(TypeError, match="csv_img_key"):  # the valid options of that kind are listed
+        create_dataset("csv", train="x.csv", subsets=["domain"])  # a Twemoji option on a CSV
+    with pytest.raises(ValueError, match="needs 'train'"):
+        create_dataset("wds")
+    # a config's data.spec: the kind under "dataset", Twemoji by default
+    assert isinstance(create_dataset({"subsets": ["domain"]}), TwemojiSpec)
+    assert isinstance(create_dataset({"dataset": "csv", "train": "a.tsv"}), CsvSpec)
+    assert isinstance(create_dataset({"dataset": "wds", "train": "s-{0..1}.tar"}), WdsSpec)
+    # Twemoji options live in the Twemoji kind only
+    assert not hasattr(create_dataset("csv", train="a.tsv"), "subsets")
+
+    @dataclasses.dataclass
+    class Ones(DatasetSpec):
+        size: int = 4
+
+        def source(self):
+            return [(torch.ones(3, 2, 2), "one")] * self.size
+
+    register_dataset("ones_test")(Ones)
+    try:
+        spec = create_dataset("ones_test", size=3)
+        assert spec.kind == "ones_test" and len(build_train_dataset(spec)) == 3 and build_eval_sets(spec) == {}
+    finally:
+        DATASETS._entries.pop("ones_test")
+
+
+def test_unset_preprocessing_comes_from_the_model():
+    import open_clip
+
+    from dalip.data import DatasetSpec
+
+    clip = open_clip.create_model("ViT-S-32", pretrained=None)  # open_clip sets its preprocess cfg
+    spec = create_dataset("csv", train="a.tsv").with_model_preprocess(clip)
+    assert spec.image_size == 224 and spec.mean == tuple(open_clip.OPENAI_DATASET_MEAN)
+    kept = create_dataset("csv", train="a.tsv", image_size=64, mean=(0.5,) * 3).with_model_preprocess(clip)
+    assert kept.image_size == 64 and kept.mean == (0.5,) * 3 and kept.std == tuple(open_clip.OPENAI_DATASET_STD)
+    assert DatasetSpec().preprocess[0] == 224  # neither spec nor model: open_clip's defaults
+
+
+# ---------------------------------------------------------- labelled folders
+
+
+def make_folder(root: Path, classes=("red", "green", "blue_sky"), per_class: int = 4, size: int = 24) -> Path:
+    """An ImageFolder tree of solid-colour PNGs, plus one unreadable file."""
+    colours = {"red": (220, 20, 20), "green": (20, 200, 20), "blue_sky": (30, 60, 230), "yellow": (230, 220, 30)}
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            Image.new("RGB", (size, size), colours[name]).save(root / name / f"{k}.png")
+    (root / classes[0] / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    return root
+
+
+def test_folder_dataset_captions_from_class_names(tmp_path):
+    from dalip.data import FolderSpec, LabelledCaptions
+
+    root = make_folder(tmp_path / "train")
+    spec = create_dataset("folder", train=str(root), image_size=16, augment=False)
+    assert isinstance(spec, FolderSpec)
+    data = build_train_dataset(spec)
+    assert isinstance(data, LabelledCaptions) and len(data) == 13 and data.data.classnames == ["blue sky", "green", "red"]
+    good = [i for i, p in enumerate(data.data.paths) if p.name != "broken.jpg"]
+    assert len(good) == 12 and data[next(i for i in range(13) if i not in good)] is None
+    texts = {data[i][1] for i in good for _ in range(3)}
+    assert texts <= {t.format(c) for t in ("a photo of a {}.", "a photo of the {}.", "a picture of a {}.",
+                                           "an image of a {}.") for c in ("blue sky", "green", "red")}
+    assert any("blue sky" in t for t in texts)
+    batches = list(DataLoader(data, batch_size=13, collate_fn=collate))
+    assert batches[0].skipped == 1 and batches[0].images.shape == (12, 3, 16, 16)
+    # the caption's class is the image's folder
+    for i in good:
+        image, text = data[i]
+        assert data.data.classnames[data.data.labels[i]] in text
+    # one template file and a classnames file
+    (tmp_path / "t.txt").write_text("a leaf of {c}\n")
+    (tmp_path / "names.txt").write_text("Blue sky\nGreen\nRed\n")
+    named = build_train_dataset(create_dataset("folder", train=str(root), templates=str(tmp_path / "t.txt"),
+                                               classnames=str(tmp_path / "names.txt"), image_size=16))
+    assert named[good[0]][1] == "a leaf of Blue sky"
+    with pytest.raises(ValueError, match="names.txt: 2 class names"):
+        (tmp_path / "names.txt").write_text("a\nb\n")
+        build_train_dataset(create_dataset("folder", train=str(root), classnames=str(tmp_path / "names.txt")))
+
+
+def test_folder_dataset_from_a_labelled_csv(tmp_path):
+    root = make_folder(tmp_path / "images")
+    rows = ["path,species"] + [f"images/{c}/{k}.png,{c.replace('_', ' ')}" for c in ("red", "green") for k in range(2)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    data = build_train_dataset(create_dataset("folder", train=str(tmp_path / "labels.csv"), img_key="path",
+                                              label_key="species", image_size=8))
+    assert len(data) == 4 and data.data.classnames == ["green", "red"]
+    assert "red" in data[0][1] and data[0][0].shape == (3, 8, 8)

@@ -18,7 +18,7 @@ import dalip
 REFERENCE_MODULES = [
     "dalip", "dalip.registry", "dalip.pooling", "dalip.pooling.functional", "dalip.pooling.layers",
     "dalip.losses", "dalip.models", "dalip.data", "dalip.eval", "dalip.train", "dalip.train.config",
-    "dalip.train.checkpoint", "dalip.cli", "dalip.sweep", "dalip.adapt",
+    "dalip.train.checkpoint", "dalip.cli", "dalip.sweep", "dalip.adapt", "dalip.interop",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_mkdocs_build_strict(tmp_path):
         assert not missing, f"{module}: not in the API reference: {sorted(missing)}"
     # snippets were included (a failed include leaves the marker or an empty block)
     for page in ("tutorials/train", "tutorials/register-a-component", "concepts/objective", "tutorials/scale-out",
-                 "tutorials/ablation", "tutorials/few-shot"):
+                 "tutorials/ablation", "tutorials/few-shot", "tutorials/your-data"):
         html = (site / page / "index.html").read_text()
         assert "--8&lt;--" not in html and "--8<--" not in html, page
     assert (site / "assets" / "katex" / "katex.min.js").is_file()

@@ -57,5 +57,5 @@ def load_frozen_model(config: str | Path = "quickstart", checkpoint: str | Path 
         model = build_model(cfg)
         source = f"config {config} (untrained DALIP heads)" if getattr(model, "has_second_order", False) \
             else f"config {config}"
-    spec = make_spec(cfg)
-    return FrozenModel(freeze(model), get_tokenizer(cfg.model.name), spec.image_size, spec.mean, spec.std, source)
+    size, mean, std = make_spec(cfg, model).preprocess
+    return FrozenModel(freeze(model), get_tokenizer(cfg.model.name), size, mean, std, source)

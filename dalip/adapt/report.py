@@ -67,14 +67,12 @@ def format_markdown(rows: Sequence[ResultRow], header: Sequence[str] = ()) -> st
 
 def plot_results(rows: Sequence[ResultRow], path: str | Path, title: str = "") -> Path:
     """Test top-1 against shots (log 2 axis, mean ± std bars), one line per method, one panel per embedding."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are untouched
 
     summary = summarize(rows)
     embeddings, methods, shots = _ordered(rows, "embedding"), _ordered(rows, "method"), sorted(_ordered(rows, "shots"))
-    fig, axes = plt.subplots(1, len(embeddings), figsize=(5 * len(embeddings), 4), sharey=True, squeeze=False)
+    fig = Figure(figsize=(5 * len(embeddings), 4))
+    axes = fig.subplots(1, len(embeddings), sharey=True, squeeze=False)
     for ax, e in zip(axes[0], embeddings):
         for m in methods:
             means, stds = zip(*(summary[(e, m, k)][:2] for k in shots))
@@ -93,7 +91,6 @@ def plot_results(rows: Sequence[ResultRow], path: str | Path, title: str = "") -
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

@@ -1,4 +1,4 @@
-"""Data: the embedded Twemoji dataset, caption CSVs, webdataset shards, mixing, robust batching.
+"""Data: registered dataset kinds (Twemoji, caption CSVs, webdataset shards, labelled folders), mixing, robust batching.
 
 Twemoji art (c) Twitter, Inc. and contributors, CC-BY 4.0 (https://github.com/twitter/twemoji).
 """
@@ -13,15 +13,34 @@ from .captions import (
     mentions,
     subcategory_phrase,
 )
-from .csv_dataset import CsvCaptions, read_caption_csv
+from .csv_dataset import CsvCaptions, CsvSpec, read_caption_csv
+from .datasets import (
+    DATASETS,
+    DatasetSpec,
+    build_eval_sets,
+    build_train_dataset,
+    create_dataset,
+    list_datasets,
+    register_dataset,
+    source_kind,
+)
 from .eval_sets import EvalSet, ZeroShotTask
+from .labelled import (
+    TEMPLATE_SETS,
+    LabelledImages,
+    load_templates,
+    read_classnames,
+    read_image_folder,
+    read_labelled,
+    read_labelled_csv,
+)
+from .labelled_dataset import FolderSpec, LabelledCaptions
 from .mixing import MapAsIterable, MixedDataset, MixedIterableDataset
-from .spec import DataSpec, build_eval_sets, build_train_dataset
 from .splits import DOMAIN_SUBCATEGORIES, SUBSETS, concept_split, stable_fraction, subset_of
 from .transforms import image_transform
 from .twemoji import NATURE_SUBCATEGORIES, EmojiRecord, load_emoji_image, twemoji_index
-from .twemoji_dataset import TwemojiCaptions, TwemojiSplit, twemoji_eval_sets, twemoji_split
-from .wds import WebDatasetShards, expand_shards
+from .twemoji_dataset import TwemojiCaptions, TwemojiSpec, TwemojiSplit, twemoji_eval_sets, twemoji_split
+from .wds import WdsSpec, WebDatasetShards, expand_shards
 
 __all__ = [
     "CAPTION_TEMPLATES",
@@ -30,17 +49,25 @@ __all__ = [
     "NATURE_SUBCATEGORIES",
     "SUBCATEGORY_TEMPLATES",
     "SUBSETS",
+    "TEMPLATE_SETS",
     "Batch",
     "CsvCaptions",
-    "DataSpec",
+    "CsvSpec",
+    "DATASETS",
+    "DatasetSpec",
     "EmojiRecord",
     "EvalSet",
+    "FolderSpec",
+    "LabelledCaptions",
+    "LabelledImages",
     "MapAsIterable",
     "MixedDataset",
     "MixedIterableDataset",
     "TwemojiArrays",
     "TwemojiCaptions",
+    "TwemojiSpec",
     "TwemojiSplit",
+    "WdsSpec",
     "WebDatasetShards",
     "ZeroShotTask",
     "build_eval_sets",
@@ -48,14 +75,23 @@ __all__ = [
     "caption",
     "collate",
     "concept_split",
+    "create_dataset",
     "decode_image",
     "default_cache_dir",
     "expand_shards",
     "image_transform",
+    "list_datasets",
     "load_emoji_image",
+    "load_templates",
     "load_twemoji",
     "mentions",
     "read_caption_csv",
+    "read_classnames",
+    "read_image_folder",
+    "read_labelled",
+    "read_labelled_csv",
+    "register_dataset",
+    "source_kind",
     "stable_fraction",
     "subcategory_phrase",
     "subset_of",

@@ -9,7 +9,8 @@ paths are relative to the CSV file's folder.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,8 +18,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .batch import Sample, decode_image
+from .datasets import DatasetSpec, register_dataset
 
-__all__ = ["CsvCaptions", "read_caption_csv"]
+__all__ = ["CsvCaptions", "CsvSpec", "read_caption_csv"]
 
 
 def read_caption_csv(
@@ -94,3 +96,35 @@ class CsvCaptions(Dataset):
         if image is None:
             return None
         return (self.transform(image) if self.transform else image), text
+
+
+@register_dataset("csv", description="your image-caption CSV/TSV in open_clip's format")
+@dataclass
+class CsvSpec(DatasetSpec):
+    """Image-caption pairs from a CSV/TSV file (open_clip's ``--csv-*`` options).
+
+    Attributes:
+        train: the CSV/TSV path; relative image paths are relative to its folder.
+        csv_img_key, csv_caption_key: the image-path and caption columns.
+        csv_separator: one character; tab by default as in open_clip (``","`` for a comma CSV).
+    """
+
+    train: str | None = None
+    csv_img_key: str = "filepath"
+    csv_caption_key: str = "title"
+    csv_separator: str = "\t"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.train:
+            raise ValueError("dataset 'csv' needs 'train': the path of an image-caption CSV/TSV")
+
+    def _captions(self, transform: Callable | None) -> CsvCaptions:
+        return CsvCaptions(self.train, transform, self.csv_img_key, self.csv_caption_key, self.csv_separator)
+
+    def source(self) -> CsvCaptions:
+        return self._captions(self.train_transform())
+
+    def raw_samples(self) -> Iterator[Sample | None]:
+        data = self._captions(None)
+        return (data[i] for i in range(len(data)))

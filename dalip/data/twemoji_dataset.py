@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from .batch import Sample
 from .cache import TwemojiArrays, load_twemoji
+from .datasets import DatasetSpec, register_dataset
 from .captions import (
     CAPTION_TEMPLATES,
     CONCEPT_TEMPLATES,
@@ -31,7 +32,7 @@ from .captions import (
 from .eval_sets import EvalSet, ZeroShotTask
 from .splits import SUBSETS, concept_split, subset_of
 
-__all__ = ["TwemojiCaptions", "TwemojiSplit", "twemoji_eval_sets", "twemoji_split"]
+__all__ = ["TwemojiCaptions", "TwemojiSpec", "TwemojiSplit", "twemoji_eval_sets", "twemoji_split"]
 
 
 @dataclass(frozen=True)
@@ -142,3 +143,57 @@ def twemoji_eval_sets(split: TwemojiSplit, subsets: Sequence[str] = SUBSETS) -> 
             },
         )
     return sets
+
+
+@register_dataset("twemoji", description="the embedded Twemoji art: domain (nature) and general emoji, held-out concepts")
+@dataclass
+class TwemojiSpec(DatasetSpec):
+    """The embedded Twemoji dataset (offline, prepared once into a cache).
+
+    Attributes:
+        subsets: subsets to train on (``"domain"``, ``"general"``).
+        eval_subsets: subsets whose held-out concepts are evaluated (``twemoji-<subset>`` sets).
+        val_fraction: share of concepts held out (by a stable hash).
+        cache_dir: cache folder (default ``$DALIP_CACHE`` or ``~/.cache/dalip``).
+
+    With `domain_fraction` and no `mix_with`, the domain and general subsets are mixed.
+    """
+
+    subsets: Sequence[str] = SUBSETS
+    eval_subsets: Sequence[str] = SUBSETS
+    val_fraction: float = 0.25
+    cache_dir: str | None = None
+
+    mixes_itself = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.subsets, self.eval_subsets = tuple(self.subsets), tuple(self.eval_subsets)
+        for label, subsets in (("subsets", self.subsets), ("eval_subsets", self.eval_subsets)):
+            unknown = [s for s in subsets if s not in SUBSETS]
+            if unknown:
+                raise ValueError(f"unknown Twemoji {label} {unknown}; choose from {list(SUBSETS)}")
+        if not self.subsets:
+            raise ValueError("subsets is empty: train on 'domain', 'general' or both")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+    def split(self) -> TwemojiSplit:
+        return twemoji_split(self.cache_dir, self.val_fraction)
+
+    def _captions(self, subsets: Sequence[str]) -> Dataset:
+        from torch.utils.data import ConcatDataset
+
+        split = self.split()
+        # no flips for general emoji: letters, arrows and flags have a handedness
+        parts = [TwemojiCaptions(split, [s], transform=self.train_transform(flip=(s == "domain"))) for s in subsets]
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+    def source(self) -> Dataset:
+        return self._captions(self.subsets)
+
+    def mix_sources(self) -> tuple[Dataset, Dataset]:
+        return self._captions(["domain"]), self._captions(["general"])
+
+    def own_eval_sets(self) -> dict[str, EvalSet]:
+        return twemoji_eval_sets(self.split(), self.eval_subsets) if self.eval_subsets else {}

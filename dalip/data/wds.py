@@ -12,6 +12,7 @@ import itertools
 import re
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,9 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .batch import Sample, decode_image, report_bad_sample
+from .datasets import DatasetSpec, register_dataset
 
-__all__ = ["WebDatasetShards", "consumer_info", "expand_shards"]
+__all__ = ["WdsSpec", "WebDatasetShards", "consumer_info", "expand_shards"]
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 TEXT_EXTS = ("txt",)
@@ -159,3 +161,30 @@ class WebDatasetShards(IterableDataset):
         if self.shuffle_buffer > 1:
             rng.shuffle(buffer)
         yield from buffer
+
+
+@register_dataset("wds", description="webdataset tar shards of image + .txt caption members")
+@dataclass
+class WdsSpec(DatasetSpec):
+    """Image-caption pairs from webdataset shards.
+
+    Attributes:
+        train: shard paths, ``"::"``-separated patterns or a brace pattern (``"data-{000..099}.tar"``).
+        shuffle_buffer: samples held for shuffling.
+    """
+
+    train: str | None = None
+    shuffle_buffer: int = 1000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.train:
+            raise ValueError("dataset 'wds' needs 'train': shard paths or a pattern such as data-{000..009}.tar")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
+
+    def source(self) -> WebDatasetShards:
+        return WebDatasetShards(self.train, self.train_transform(), self.shuffle_buffer, self.seed)
+
+    def raw_samples(self) -> Iterator[Sample | None]:
+        return iter(WebDatasetShards(self.train, None, shuffle_buffer=0, shuffle_shards=False))

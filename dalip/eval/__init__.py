@@ -6,26 +6,47 @@ from dalip.eval import evaluate, format_results, save_results
 results = evaluate(model, tokenizer, {"val": eval_set})  # {embedding: {subset: {metric: value}}}
 print(format_results(results))
 save_results(results, "results.json")
+
+# zero-shot on your own labelled images (folder/<class>/*.jpg or a CSV), the model's own transform
+results = evaluate_zero_shot(model, tokenizer, "leaves/", templates="openai_imagenet")
 ```
 """
 
 from .encode import default_image_transform, encode_images, encode_texts, to_float_images
-from .run import EvalSetLike, Results, TaskLike, evaluate, evaluate_set
+from .labelled_sets import LabelledTask, ZeroShotSet, evaluate_zero_shot, zero_shot_eval_set
+from .preprocess import PilTransform, model_transform
 from .report import format_results, save_results
 from .retrieval import recall_at_k, retrieval_recall
-from .zero_shot import class_embeddings, topk_accuracy, zero_shot_accuracy, zero_shot_classifier
+from .run import EvalSetLike, Results, TaskLike, evaluate, evaluate_set
+from .streamed import StreamedImages
+from .zero_shot import (
+    balanced_accuracy,
+    class_embeddings,
+    per_class_recall,
+    topk_accuracy,
+    zero_shot_accuracy,
+    zero_shot_classifier,
+)
 
 __all__ = [
     "EvalSetLike",
+    "LabelledTask",
+    "PilTransform",
     "Results",
+    "StreamedImages",
     "TaskLike",
+    "ZeroShotSet",
+    "balanced_accuracy",
     "class_embeddings",
     "default_image_transform",
     "encode_images",
     "encode_texts",
     "evaluate",
     "evaluate_set",
+    "evaluate_zero_shot",
     "format_results",
+    "model_transform",
+    "per_class_recall",
     "recall_at_k",
     "retrieval_recall",
     "save_results",
@@ -33,4 +54,5 @@ __all__ = [
     "topk_accuracy",
     "zero_shot_accuracy",
     "zero_shot_classifier",
+    "zero_shot_eval_set",
 ]

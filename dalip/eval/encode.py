@@ -219,8 +219,19 @@ def encode_images(
 
     ``image_transform`` is applied to every batch when given; otherwise float
     batches pass unchanged and uint8 ones go through `default_image_transform`.
+    `StreamedImages` are decoded from their files with their own PIL transform, or
+    the model's (`model_transform`) when they have none (``image_transform`` and
+    ``batch_size`` do not apply to them); afterwards their ``kept`` says which
+    images were readable (the rows of the result).
     """
-    batches, total = image_batches(images, batch_size, image_transform, default_image_transform(model))
+    from .preprocess import model_transform
+    from .streamed import StreamedImages
+
+    if isinstance(images, StreamedImages):
+        batches = images.batches(images.transform or model_transform(model))
+        total: int | None = -(-len(images) // images.batch_size)
+    else:
+        batches, total = image_batches(images, batch_size, image_transform, default_image_transform(model))
     return _encode(model, "image", batches, embeddings, total, progress)
 
 

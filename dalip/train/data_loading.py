@@ -139,45 +139,46 @@ class RunData:
 
 
 def build_data(config: TrainConfig, dist: DistInfo, model: Any = None) -> RunData:
-    """Training batches and evaluation sets from ``config.data``."""
+    """Training batches and evaluation sets from ``config.data`` (preprocessing from ``model`` where unset)."""
     from .. import data as dalip_data
 
-    spec = make_spec(config)
+    spec = make_spec(config, model)
     train_set = dalip_data.build_train_dataset(spec)
     batches = TrainBatches(train_set, dalip_data.collate, config.data.batch_size, config.data.workers,
                            config.run.seed, dist)
-    return RunData(batches, build_eval_sets(config), spec)
+    return RunData(batches, dalip_data.build_eval_sets(spec), spec)
 
 
-def build_eval_sets(config: TrainConfig) -> dict:
+def build_eval_sets(config: TrainConfig, model: Any = None) -> dict:
     """The evaluation sets of ``config.data`` (subset name -> eval set)."""
     from .. import data as dalip_data
 
-    return dalip_data.build_eval_sets(make_spec(config))
+    return dalip_data.build_eval_sets(make_spec(config, model))
 
 
-def eval_image_transform(config: TrainConfig) -> Any:
-    """uint8 ``(N, H, W, 3)`` -> normalised float ``(N, 3, S, S)`` at the config's image size."""
+def eval_image_transform(config: TrainConfig, model: Any = None) -> Any:
+    """uint8 ``(N, H, W, 3)`` -> normalised float ``(N, 3, S, S)`` with the run's preprocessing."""
     from functools import partial
 
     from ..eval import to_float_images
 
-    spec = make_spec(config)
-    return partial(to_float_images, image_size=spec.image_size, mean=spec.mean, std=spec.std)
+    size, mean, std = make_spec(config, model).preprocess
+    return partial(to_float_images, image_size=size, mean=mean, std=std)
 
 
-def make_spec(config: TrainConfig) -> Any:
-    """``dalip.data.DataSpec`` from ``config.data.spec`` (unknown fields are config errors)."""
-    import dataclasses
+def make_spec(config: TrainConfig, model: Any = None) -> Any:
+    """The dataset spec of ``config.data.spec`` (a registered kind, see ``dalip.data.list_datasets``).
 
+    ``image_size`` / ``mean`` / ``std`` left unset come from ``model``'s open_clip preprocessing.
+
+    Raises:
+        ConfigError: unknown kind or option, bad value (the message names it).
+    """
     from .. import data as dalip_data
     from .config import ConfigError
 
-    names = {f.name for f in dataclasses.fields(dalip_data.DataSpec)}
-    unknown = sorted(set(config.data.spec) - names)
-    if unknown:
-        raise ConfigError(f"unknown config key(s) data.spec.{unknown[0]}; valid: {', '.join(sorted(names))}")
     try:
-        return dalip_data.DataSpec(**config.data.spec)
+        spec = dalip_data.create_dataset(dict(config.data.spec))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"data.spec: {err}") from None
+    return spec.with_model_preprocess(model) if model is not None else spec

@@ -2,28 +2,68 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..eval import evaluate, format_results, save_results
-from .checkpoint import load_training_checkpoint
-from .config import TrainConfig, config_from_dict
+from ..eval import ZeroShotSet, evaluate, format_results, save_results, zero_shot_eval_set
+from .config import ConfigError, TrainConfig
 
-__all__ = ["evaluate_checkpoint", "evaluate_run", "finish_run"]
+__all__ = ["evaluate_checkpoint", "evaluate_run", "finish_run", "zero_shot_sets"]
 
 
-def evaluate_run(model: Any, tokenizer: Any, eval_sets: dict, config: TrainConfig, output_json: Path) -> dict:
-    """Zero-shot and retrieval metrics of every eval set; writes JSON and prints a table."""
+def zero_shot_sets(config: TrainConfig) -> dict[str, ZeroShotSet]:
+    """The labelled image sets of ``config.eval.zero_shot`` (decoded with the model's own transform).
+
+    Raises:
+        ConfigError: an entry's folder / CSV / classnames / templates is bad (the message names the file).
+    """
+    sets: dict[str, ZeroShotSet] = {}
+    for i, entry in enumerate(config.eval.zero_shot):
+        try:
+            found = zero_shot_eval_set(
+                entry["path"], entry.get("classnames"), entry.get("templates") or "openai_imagenet",
+                name=entry.get("name"), batch_size=config.eval.batch_size, workers=config.data.workers,
+                img_key=entry.get("img_key", "filepath"), label_key=entry.get("label_key", "label"),
+                separator=entry.get("separator"),
+            )
+        except (ValueError, FileNotFoundError) as err:
+            raise ConfigError(f"eval.zero_shot[{i}]: {err}") from None
+        sets[found.name] = found
+    return sets
+
+
+def _with_zero_shot(eval_sets: Mapping[str, Any], zero_shot: Mapping[str, ZeroShotSet]) -> dict:
+    clash = sorted(set(eval_sets) & set(zero_shot))
+    if clash:
+        raise ConfigError(f"zero-shot set name(s) {clash} clash with the run's eval sets; set 'name'")
+    return {**eval_sets, **zero_shot}
+
+
+def evaluate_run(
+    model: Any,
+    tokenizer: Any,
+    eval_sets: dict,
+    config: TrainConfig,
+    output_json: Path,
+    zero_shot: Mapping[str, ZeroShotSet] | None = None,
+) -> dict:
+    """Zero-shot and retrieval metrics of every eval set; writes JSON and prints a table.
+
+    Besides ``eval_sets``, evaluates the labelled image sets of ``config.eval.zero_shot``
+    (or ``zero_shot`` when given), each under its name, with the model's own transform.
+    """
     from .data_loading import eval_image_transform
 
+    eval_sets = _with_zero_shot(eval_sets, zero_shot_sets(config) if zero_shot is None else zero_shot)
     if not eval_sets:
-        print("no evaluation sets (data.spec.twemoji_eval is off and data.spec.val is unset): evaluation skipped")
+        print("no evaluation sets (the dataset brings none, data.spec.val and eval.zero_shot are unset): evaluation skipped")
         return {}
     results = evaluate(
         model, tokenizer, eval_sets,
         embeddings=config.eval.embeddings,
         batch_size=config.eval.batch_size,
-        image_transform=eval_image_transform(config),
+        image_transform=eval_image_transform(config, model),
     )
     save_results(results, output_json)
     print(format_results(results))
@@ -40,16 +80,32 @@ def finish_run(model: Any, tokenizer: Any, data: Any, config: TrainConfig, outpu
     return results
 
 
-def evaluate_checkpoint(checkpoint: str | Path, output: str | Path | None = None, overrides: list[str] | None = None) -> dict:
-    """``dalip eval``: rebuild the run's model from its checkpoint and evaluate it."""
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    output: str | Path | None = None,
+    overrides: list[str] | None = None,
+    zero_shot: Mapping[str, ZeroShotSet] | None = None,
+    run_sets: bool = False,
+) -> dict:
+    """``dalip eval``: rebuild the run's model from its checkpoint and evaluate it.
+
+    With ``zero_shot`` (``{name: ZeroShotSet}``), only those sets are evaluated, or
+    also the run's own (its data eval sets and ``eval.zero_shot``) with ``run_sets``.
+    The JSON goes to ``output``, by default ``eval.json`` (``zero_shot.json`` with
+    ``zero_shot``) beside the checkpoint.
+    """
     from ..models import get_tokenizer
     from .data_loading import build_eval_sets
-    from .loop import build_model
+    from .run_loading import load_run
 
     checkpoint = Path(checkpoint)
-    state = load_training_checkpoint(checkpoint)
-    config = config_from_dict(state["config"], overrides)
-    model = build_model(config)
-    model.load_state_dict(state["model"])
-    output = Path(output) if output else checkpoint.parent / "eval.json"
-    return evaluate_run(model, get_tokenizer(config.model.name), build_eval_sets(config), config, output)
+    model, config = load_run(checkpoint, overrides)
+    tokenizer = get_tokenizer(config.model.name)
+    if zero_shot is None:
+        output = Path(output) if output else checkpoint.parent / "eval.json"
+        return evaluate_run(model, tokenizer, build_eval_sets(config, model), config, output)
+    output = Path(output) if output else checkpoint.parent / "zero_shot.json"
+    if run_sets:
+        own = _with_zero_shot(build_eval_sets(config, model), zero_shot_sets(config))
+        return evaluate_run(model, tokenizer, own, config, output, zero_shot)
+    return evaluate_run(model, tokenizer, {}, config, output, zero_shot)

@@ -40,19 +40,26 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 
 
-def build_model(config: TrainConfig) -> DALIPModel:
-    """The DALIP model of a config, with tower locking and gradient checkpointing applied."""
+def build_model(config: TrainConfig, load_weights: bool = True) -> DALIPModel:
+    """The DALIP model of a config, with tower locking and gradient checkpointing applied.
+
+    ``load_weights=False`` builds the architecture only (no ``model.pretrained``, hub or
+    packaged weights), for loading a checkpoint that holds every weight.
+    """
     m = config.model
     model = create_model(
         m.name,
-        pretrained=m.pretrained,
+        pretrained=m.pretrained if load_weights else None,
         first_order=m.first_order,
         second_order=m.second_order,
         second_options=m.second_options,
         alpha=m.alpha,
         separate_second_scale=m.separate_second_scale,
+        pretrained_towers=load_weights,
         **m.open_clip,
     )
+    if load_weights and (m.pretrained or ":" in m.name):  # say where the towers came from
+        print(f"model {m.name}: {model.load_report}", flush=True)
     if m.lock_image:
         with warnings.catch_warnings():  # open_clip imports timm's deprecated helpers module
             warnings.simplefilter("ignore", FutureWarning)

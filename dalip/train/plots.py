@@ -9,12 +9,10 @@ __all__ = ["plot_run"]
 
 def plot_run(metrics: list[dict], results: dict, path: str | Path) -> Path:
     """Two panels: training loss per step; zero-shot top-1 per task, subset and embedding (with chance)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are untouched
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig = Figure(figsize=(12, 4.2))
+    left, right = fig.subplots(1, 2)
     steps = [m["step"] for m in metrics]
     left.plot(steps, [m["loss"] for m in metrics], label="total")
     for key in sorted({k for m in metrics for k in m if k.startswith("loss/")}):
@@ -37,7 +35,7 @@ def plot_run(metrics: list[dict], results: dict, path: str | Path) -> Path:
         chance = results[embeddings[0]][s].get(f"{t}/chance_top1")
         if chance is not None:
             right.hlines(chance, j - width / 2, j + 0.8 - width / 2, colors="k", linestyles="dotted")
-    labels = [f"{s.replace('twemoji-', '')}\n{t}" for s, t in groups]
+    labels = [f"{s}\n{t}" for s, t in groups]
     right.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))], labels, fontsize=8)
     right.set(ylabel="top-1 accuracy", ylim=(0, 1), title="zero-shot top-1 on held-out data (dotted: chance)")
     if embeddings:
@@ -46,5 +44,4 @@ def plot_run(metrics: list[dict], results: dict, path: str | Path) -> Path:
         right.text(0.5, 0.5, "no evaluation", ha="center", va="center", transform=right.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)

@@ -44,11 +44,11 @@ for shard in range(4):  # shards-0000.tar ... shards-0003.tar, 6 samples each
 # --8<-- [start:read]
 from torch.utils.data import DataLoader
 
-from dalip.data import DataSpec, build_train_dataset, collate, expand_shards
+from dalip.data import build_train_dataset, collate, create_dataset, expand_shards
 
 pattern = str(folder / "shards-{0000..0003}.tar")  # brace ranges, as in open_clip
 print(len(expand_shards(pattern)))  # 4
-spec = DataSpec(dataset="wds", train=pattern, image_size=64, shuffle_buffer=8)
+spec = create_dataset("wds", train=pattern, image_size=64, shuffle_buffer=8)
 shards = build_train_dataset(spec)  # an IterableDataset: it shuffles itself
 loader = DataLoader(shards, batch_size=5, collate_fn=collate)
 batches = list(loader)

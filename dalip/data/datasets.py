@@ -1,0 +1,264 @@
+"""Datasets as registered components: ``create_dataset``, ``list_datasets``, ``register_dataset``.
+
+Each dataset kind (``twemoji``, ``csv``, ``wds``, ``folder``) is a small options
+dataclass registered under its name, in the manner of the pooler and loss
+registries. The options every kind shares (preprocessing, seed, mixing with a
+second source, an extra retrieval set) live in `DatasetSpec`; a kind adds only
+its own (paths, columns, subsets ...).
+
+```python
+list_datasets()                                          # ['csv', 'folder', 'twemoji', 'wds']
+spec = create_dataset("csv", train="train.tsv", image_size=224)
+spec = create_dataset({"dataset": "twemoji", "subsets": ["domain"]})   # a config's data.spec
+train = build_train_dataset(spec)    # items ((3, S, S) float, caption) or None (unreadable)
+evals = build_eval_sets(spec)        # {name: EvalSet}: the kind's own sets, plus `val` if set
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, IterableDataset
+
+from ..registry import Registry
+from .batch import Sample
+from .eval_sets import EvalSet
+from .transforms import image_transform
+
+__all__ = [
+    "DATASETS", "DatasetSpec", "build_eval_sets", "build_train_dataset", "create_dataset", "list_datasets",
+    "register_dataset", "source_kind",
+]
+
+logger = logging.getLogger(__name__)
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+#: preprocessing used when neither the spec nor a model gives one (open_clip's defaults)
+FALLBACK_SIZE = 224
+FALLBACK_MEAN = (0.48145466, 0.4578275, 0.40821073)
+FALLBACK_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class DatasetSpec:
+    """Options every dataset kind shares. Subclasses add their own and implement `source`.
+
+    Attributes:
+        image_size: model input size; None: the model's (the trainer fills it in from the
+            model's open_clip preprocessing), else 224.
+        augment: light training augmentation (else the evaluation resize).
+        mean, std: input normalisation; None: the model's, else open_clip's (OpenAI) values.
+        seed: mixing plan, shard order and shuffle buffer.
+        val: an extra caption CSV/TSV or shard pattern for retrieval evaluation.
+        val_max_samples: cap on the `val` samples held in memory.
+        mix_with: a second, general source mixed with this one (the domain source):
+            ``"twemoji"`` (= ``"twemoji:general"``), ``"twemoji:domain"``, a ``.csv``/``.tsv``
+            path, or a shard pattern.
+        domain_fraction: share of this (domain) source per batch, in expectation.
+        mix_length: items per epoch of a map-style mix; default the two sizes summed.
+    """
+
+    image_size: int | None = None
+    augment: bool = True
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    seed: int = 0
+    val: str | None = None  # retrieval captions: a CSV/TSV or shards (labelled images for 'folder')
+    val_max_samples: int = 10000
+    mix_with: str | None = None
+    domain_fraction: float | None = None
+    mix_length: int | None = None
+
+    kind: ClassVar[str] = ""
+    #: the kind can mix two parts of itself when `domain_fraction` is set without `mix_with`
+    mixes_itself: ClassVar[bool] = False
+    #: `val` is a caption set for retrieval (else the kind evaluates it itself, in `own_eval_sets`)
+    val_is_captions: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
+            raise ValueError(f"image_size must be a positive integer, got {self.image_size!r}")
+        for label, value in (("mean", self.mean), ("std", self.std)):
+            if value is not None and len(value) != 3:
+                raise ValueError(f"{label} needs 3 values (one per RGB channel), got {value!r}")
+        if self.std is not None and min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std!r}")
+        if self.domain_fraction is not None and not 0.0 <= self.domain_fraction <= 1.0:
+            raise ValueError(f"domain_fraction must be in [0, 1], got {self.domain_fraction}")
+        if self.mix_with and self.domain_fraction is None:
+            raise ValueError(f"mix_with={self.mix_with!r} needs domain_fraction (e.g. 0.5)")
+        if self.domain_fraction is not None and not self.mix_with and not self.mixes_itself:
+            raise ValueError(f"domain_fraction needs mix_with (the general source) for dataset {self.kind!r}")
+        if self.val_max_samples < 1:
+            raise ValueError(f"val_max_samples must be >= 1, got {self.val_max_samples}")
+
+    # ------------------------------------------------------------- per kind
+    def source(self) -> Dataset | IterableDataset:
+        """The training items of this kind alone: ``((3, S, S) float, caption)`` or None."""
+        raise NotImplementedError
+
+    def own_eval_sets(self) -> dict[str, EvalSet]:
+        """Evaluation sets that come with this kind (e.g. Twemoji's held-out concepts)."""
+        return {}
+
+    def raw_samples(self) -> Iterable[Sample | None]:
+        """Untransformed ``(PIL image, caption)`` samples in file order (caption kinds; for `val`)."""
+        raise ValueError(f"dataset {self.kind!r} cannot serve as a caption retrieval set (val)")
+
+    def mix_sources(self) -> tuple[Dataset | IterableDataset, Dataset | IterableDataset]:
+        """``(domain, general)`` when the kind mixes itself (see `mixes_itself`)."""
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- shared
+    @property
+    def preprocess(self) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+        """``(image_size, mean, std)`` with the fallbacks applied."""
+        return (self.image_size or FALLBACK_SIZE, tuple(self.mean or FALLBACK_MEAN), tuple(self.std or FALLBACK_STD))
+
+    def train_transform(self, flip: bool = True) -> Callable[[Any], torch.Tensor]:
+        """Image -> normalised float ``(3, S, S)``, augmented when `augment`."""
+        size, mean, std = self.preprocess
+        return image_transform(size, self.augment, mean, std, flip=flip)
+
+    def with_model_preprocess(self, model: Any) -> DatasetSpec:
+        """A copy whose unset `image_size` / `mean` / `std` come from the model's open_clip preprocessing."""
+        import open_clip
+
+        cfg = open_clip.get_model_preprocess_cfg(getattr(model, "clip", model))
+        size = cfg.get("size")
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        return dataclasses.replace(
+            self,
+            image_size=self.image_size or (int(size) if size else None),
+            mean=self.mean or (tuple(cfg["mean"]) if cfg.get("mean") else None),
+            std=self.std or (tuple(cfg["std"]) if cfg.get("std") else None),
+        )
+
+    def common_options(self) -> dict[str, Any]:
+        """The shared preprocessing options, for a second source built alongside this one."""
+        return {"image_size": self.image_size, "augment": self.augment, "mean": self.mean, "std": self.std,
+                "seed": self.seed}
+
+
+def register_dataset(name: str, *, description: str | None = None) -> Callable[[type], type]:
+    """Register a `DatasetSpec` subclass under ``name`` (its ``kind``)."""
+
+    def decorator(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, DatasetSpec)):
+            raise TypeError(f"dataset {name!r} must be a DatasetSpec subclass, got {cls!r}")
+        cls.kind = name
+        return DATASETS.register(name, description=description)(cls)
+
+    return decorator
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Registered dataset kinds matching a shell-style wildcard, sorted."""
+    return DATASETS.list(pattern)
+
+
+def create_dataset(kind: str | Mapping[str, Any] = "twemoji", **options: Any) -> DatasetSpec:
+    """The options dataclass of a dataset kind.
+
+    Args:
+        kind: a registered kind, or a mapping ``{"dataset": kind, **options}`` (a config's
+            ``data.spec``; ``dataset`` defaults to ``"twemoji"``).
+        **options: the kind's options (see its class).
+
+    Raises:
+        UnknownComponentError: unknown kind (lists the known ones).
+        TypeError: an option the kind does not take (lists the valid ones).
+        ValueError: a bad option value.
+    """
+    if isinstance(kind, Mapping):
+        options = {**kind, **options}
+        kind = options.pop("dataset", "twemoji")
+    return DATASETS.create(kind, **options)
+
+
+def source_kind(location: str) -> str:
+    """The dataset kind of a `mix_with` / `val` string: twemoji, csv, folder (a directory) or wds."""
+    if location == "twemoji" or location.startswith("twemoji:"):
+        return "twemoji"
+    first = location.split("::")[0]
+    if Path(first).suffix.lower() in (".csv", ".tsv"):
+        return "csv"
+    if Path(first).expanduser().is_dir():
+        return "folder"
+    return "wds"
+
+
+def source_spec(spec: DatasetSpec, location: str) -> DatasetSpec:
+    """The spec of a second source at `location` (`mix_with`, `val`), sharing `spec`'s preprocessing."""
+    kind = source_kind(location)
+    if kind == "twemoji":
+        subsets = location.split(":", 1)[1].split(",") if ":" in location else ["general"]
+        return create_dataset("twemoji", subsets=subsets, **spec.common_options())
+    if kind == spec.kind:  # same kind: keep its options (CSV columns, shuffle buffer ...)
+        return dataclasses.replace(spec, train=location, mix_with=None, domain_fraction=None, val=None)
+    return create_dataset(kind, train=location, **spec.common_options())
+
+
+def build_train_dataset(spec: DatasetSpec) -> Dataset | IterableDataset:
+    """The training dataset of `spec`: items ``((3, S, S) float, caption)``, or None for a bad sample.
+
+    Use it with ``collate_fn=dalip.data.collate``. Map-style results (Twemoji,
+    CSV, folders, their mixes) want ``shuffle=True``; iterable ones (shards or any
+    mix with shards) shuffle themselves. Call ``set_epoch(epoch)`` where present.
+    """
+    from .mixing import MapAsIterable, MixedDataset, MixedIterableDataset  # mixing imports wds, a kind
+
+    if spec.domain_fraction is None:
+        return spec.source()
+    if spec.mix_with:
+        domain, general = spec.source(), source_spec(spec, spec.mix_with).source()
+    else:
+        domain, general = spec.mix_sources()
+    if isinstance(domain, IterableDataset) or isinstance(general, IterableDataset):
+        domain, general = (d if isinstance(d, IterableDataset) else MapAsIterable(d, spec.seed) for d in (domain, general))
+        return MixedIterableDataset(domain, general, spec.domain_fraction, spec.seed)
+    return MixedDataset(domain, general, spec.domain_fraction, spec.seed, spec.mix_length)
+
+
+def caption_eval_set(name: str, samples: Iterable[Sample | None], size: int, limit: int) -> EvalSet:
+    """Hold up to `limit` good samples as `(N, size, size, 3)` uint8 with their captions."""
+    images, captions, skipped = [], [], 0
+    for sample in samples:
+        if sample is None:
+            skipped += 1
+            continue
+        image, text = sample
+        images.append(np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC)))
+        captions.append(text)
+        if len(images) >= limit:
+            break
+    if skipped:
+        logger.warning("eval set %s: skipped %d unreadable samples", name, skipped)
+    if not images:
+        raise ValueError(f"eval set {name}: no readable samples")
+    return EvalSet(name, torch.from_numpy(np.stack(images)), captions)
+
+
+def build_eval_sets(spec: DatasetSpec) -> dict[str, EvalSet]:
+    """Evaluation sets by name: the kind's own (and the mixed-in source's), plus ``val`` when set."""
+    sets = dict(spec.own_eval_sets())
+    if spec.mix_with:
+        sets.update(source_spec(spec, spec.mix_with).own_eval_sets())
+    if spec.val and spec.val_is_captions:
+        kind = source_kind(spec.val)
+        if kind not in ("csv", "wds"):
+            raise ValueError(f"val={spec.val!r}: a caption CSV/TSV or shard pattern is expected for retrieval "
+                             "(labelled image folders go to eval.zero_shot)")
+        samples = source_spec(spec, spec.val).raw_samples()
+        sets["val"] = caption_eval_set("val", samples, spec.preprocess[0], spec.val_max_samples)
+    return sets
