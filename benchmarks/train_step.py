@@ -42,7 +42,8 @@ from dalip.models import get_tokenizer
 from dalip.pooling import value_checks
 from dalip.train.config import config_from_dict
 from dalip.train.distributed import DistInfo
-from dalip.train.loop import _train_step, build_model, build_optimizer, set_train_mode
+from dalip.train.builders import build_model, build_optimizer, set_train_mode
+from dalip.train.loop import _train_step
 
 GOAL = 1.05  # DALIP step time / CLIP step time
 #: the compared recipes: model and loss sections of a training config

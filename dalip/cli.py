@@ -10,22 +10,24 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["COMMAND_MODULES", "main"]
+__all__ = ["COMMAND_MODULES", "FILE_OUTPUT_COMMANDS", "check_output", "main"]
 
 COMMAND_MODULES: list[str] = ["dalip.sweep.cli", "dalip.adapt.cli", "dalip.models.cli"]
 """Modules contributing sub-commands; each defines ``register(commands)`` adding its sub-parsers."""
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ._optional import require
     from .train import load_config, train
 
+    require("matplotlib.figure", "train", "dalip train (its training.png)")  # before the run, not after it
     output = Path(args.output)
     saved = output / "config.yaml"
-    if args.resume and saved.is_file():
-        config = load_config(saved, args.overrides)  # the run's own resolved config
+    if args.resume and args.config is None and saved.is_file():
+        config = load_config(saved, args.overrides)  # the run's own resolved config (+ overrides, checked by train)
     else:
-        config = load_config(args.config, args.overrides)
-    train(config, output, resume=args.resume)
+        config = load_config(args.config or "quickstart", args.overrides)
+    train(config, output, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 
@@ -100,6 +102,14 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import format_table, run_demo
+    from .pooling import POOLERS
+    from .train.config import ConfigError
+
+    if args.image_size < 32:  # EfficientNet-Lite0 downsamples 32x: smaller gives no token
+        raise ConfigError(f"--image-size must be >= 32, got {args.image_size}")
+    unknown = [p for p in args.poolers or [] if p not in POOLERS]
+    if unknown:
+        raise ConfigError(f"--poolers: unknown {unknown}; known: {', '.join(POOLERS.list())}")
 
     print(format_table(run_demo(image_size=args.image_size, poolers=args.poolers)))
     return 0
@@ -110,9 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model from a config, then evaluate it")
-    train.add_argument("--config", default="quickstart", help="shipped config name or YAML path (default: quickstart)")
+    train.add_argument("--config", default=None,
+                       help="shipped config name or YAML path (default: quickstart; with --resume: the run's own "
+                       "config.yaml, and a given --config must not change the run's settings)")
     train.add_argument("--output", required=True, help="run folder (config, metrics, checkpoint, eval.json, plot)")
-    train.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    runs = train.add_mutually_exclusive_group()
+    runs.add_argument("--resume", action="store_true",
+                      help="continue the run in OUTPUT from its newest intact checkpoint")
+    runs.add_argument("--overwrite", action="store_true",
+                      help="delete the run already in OUTPUT (its own files) and start again")
     train.add_argument("overrides", nargs="*", help="config overrides: section.key=value")
     train.set_defaults(run=_train)
 
@@ -141,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--with-run-sets", action="store_true",
                     help="with --checkpoint and --zero-shot: also evaluate the run's own eval sets")
     ev.add_argument("--output", default=None,
-                    help="JSON file (default: eval.json, or zero_shot.json with --zero-shot, beside the checkpoint)")
+                    help="JSON file (default: eval.json, or zero_shot.json with --zero-shot, beside the checkpoint; "
+                    "eval-2.json, eval-3.json, ... when it exists: a default never replaces earlier results)")
     ev.add_argument("overrides", nargs="*", help="config overrides, e.g. data.spec.dataset=csv data.spec.val=val.csv")
     ev.set_defaults(run=_eval)
 
@@ -159,14 +176,54 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the CLI owns its process; data workers fork
     args = build_parser().parse_args(argv)
     try:
+        check_output(args)
         return args.run(args)
-    except (ValueError, FileNotFoundError) as err:
-        from .train.config import ConfigError
+    except ImportError as err:
+        from ._optional import MissingExtraError
 
-        if isinstance(err, (ConfigError, FileNotFoundError)):
+        if isinstance(err, MissingExtraError):  # an extra to install: the message says which
             print(f"dalip {args.command}: error: {err}", file=sys.stderr)
             return 2
         raise
+    except (ValueError, OSError) as err:
+        from .eval import NonFiniteEmbeddingError
+        from .train.checkpoint import CorruptCheckpointError
+        from .train.config import ConfigError
+        from .train.loop import NonFiniteLossError
+
+        user_errors = (ConfigError, FileNotFoundError, CorruptCheckpointError, NonFiniteLossError, NonFiniteEmbeddingError)
+        # an OSError naming a file (permission denied, a file where a folder belongs) is the user's to fix too
+        if isinstance(err, user_errors) or (isinstance(err, OSError) and err.filename is not None):
+            print(f"dalip {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+FILE_OUTPUT_COMMANDS = ("eval",)
+"""Sub-commands whose ``--output`` is a file (a JSON); for the others it is a folder."""
+
+
+def check_output(args: argparse.Namespace) -> None:
+    """``--output``: a folder (or a file for `FILE_OUTPUT_COMMANDS`) that can be created where it points.
+
+    Raises:
+        ConfigError: the path, or a folder above it, is a file; or a file output is a folder.
+    """
+    from .train.config import ConfigError
+
+    output = getattr(args, "output", None)
+    if output is None:
+        return
+    path = Path(output)
+    if args.command in FILE_OUTPUT_COMMANDS:
+        if path.is_dir():
+            raise ConfigError(f"--output {output} is a folder; give the path of a JSON file")
+        path = path.parent
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        if existing == path:
+            raise ConfigError(f"--output {output} is a file; give a folder (it is created when missing)")
+        raise ConfigError(f"--output {output}: {existing} is a file, not a folder")
 
 
 if __name__ == "__main__":

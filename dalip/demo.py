@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ._markdown import markdown_table
+from .data.transforms import image_transform
 from .data.twemoji import NATURE_SUBCATEGORIES, load_emoji_image, twemoji_index
 from .pooling import create_pooler, list_poolers
 
@@ -46,13 +48,11 @@ def extract_tokens(images: np.ndarray, image_size: int = 224, batch_size: int = 
     from .models.pretrained import load_efficientnet_lite0
 
     trunk = load_efficientnet_lite0(timm.create_model("tf_efficientnet_lite0", num_classes=0)).eval()
-    mean = torch.tensor(trunk.pretrained_cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(trunk.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    to_float = image_transform(image_size, mean=trunk.pretrained_cfg["mean"], std=trunk.pretrained_cfg["std"])
     chunks = []
     for start in tqdm(range(0, len(images), batch_size), desc="tokens", unit="batch", leave=False):
-        x = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2).float() / 255
-        x = F.interpolate(x, size=image_size, mode="bicubic", align_corners=False)
-        feature_map = trunk.forward_features((x - mean) / std)  # b c h w
+        x = to_float(torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2))  # b 3 s s
+        feature_map = trunk.forward_features(x)  # b c h w
         chunks.append(feature_map.flatten(2).transpose(1, 2))  # b (h w) c
     return torch.cat(chunks)
 
@@ -93,9 +93,6 @@ def run_demo(image_size: int = 224, poolers: list[str] | None = None, seed: int 
 
 def format_table(rows: list[DemoRow]) -> str:
     """A markdown table of the demo rows."""
-    lines = [
-        "| pooler | out dim | params | ms / batch | 1-NN subcategory acc. |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    lines += [f"| {r.pooler} | {r.out_dim} | {r.params:,} | {r.ms:.1f} | {r.accuracy:.3f} |" for r in rows]
+    cells = [[r.pooler, r.out_dim, f"{r.params:,}", f"{r.ms:.1f}", f"{r.accuracy:.3f}"] for r in rows]
+    lines = markdown_table(["pooler", "out dim", "params", "ms / batch", "1-NN subcategory acc."], cells)
     return "\n".join(lines)

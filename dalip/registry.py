@@ -124,13 +124,31 @@ class Registry(Generic[T]):
         """
         entry = self.get(name)
         options = {**entry.defaults, **kwargs}
-        sig = inspect.signature(entry.constructor)
-        try:
-            sig.bind(**options)
-        except TypeError as err:
-            valid = ", ".join(p for p in sig.parameters if p not in ("self", "args", "kwargs"))
-            raise TypeError(f"{self.kind} {name!r}: {err}. Valid arguments: {valid}") from None
+        self._bind(name, options, partial=False)
         return entry.constructor(**options)
+
+    def check_options(self, name: str, options: dict[str, Any]) -> None:
+        """Check, without building anything, that ``name`` exists and takes every key of ``options``.
+
+        Arguments the caller supplies later (a pooler's ``dim``) may be missing.
+
+        Raises:
+            UnknownComponentError: ``name`` is not registered.
+            TypeError: a keyword the constructor does not take (named, with the valid ones).
+        """
+        self._bind(name, {**self.get(name).defaults, **options}, partial=True)
+
+    def valid_options(self, name: str) -> list[str]:
+        """The keyword arguments the constructor of ``name`` takes (``["dim", "heads", ...]``)."""
+        params = inspect.signature(self.get(name).constructor).parameters.values()
+        return [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"]
+
+    def _bind(self, name: str, options: dict[str, Any], partial: bool) -> None:
+        sig = inspect.signature(self.get(name).constructor)
+        try:
+            sig.bind_partial(**options) if partial else sig.bind(**options)
+        except TypeError as err:
+            raise TypeError(f"{self.kind} {name!r}: {err}. Valid arguments: {', '.join(self.valid_options(name))}") from None
 
     def list(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching a shell-style wildcard (``'*cov*'``)."""

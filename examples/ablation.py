@@ -12,16 +12,19 @@ out as a sweep file for the record, run, and summarised.
 from __future__ import annotations
 
 import argparse
+# --8<-- [start:imports]
 from pathlib import Path
 
 import yaml
 
 from dalip.sweep import load_sweep, plan_runs, run_sweep
 from dalip.sweep.summary import summarise_sweep
+# --8<-- [end:imports]
 
 ROOT = Path(__file__).resolve().parent
 
 
+# --8<-- [start:assemble]
 def assemble(base: str, poolers: list[str], seeds: list[int]) -> dict:
     """A sweep: plain CLIP plus [cls] + each second-order pooler."""
     variants = {"plain_clip": ["model.second_order=null", "model.alpha=1"]}
@@ -30,6 +33,7 @@ def assemble(base: str, poolers: list[str], seeds: list[int]) -> dict:
         variants[f"cls_{pooler}"] = [f"model.second_order={pooler}", f"model.second_options={options}"]
     return {"base": str(Path(base).resolve()) if Path(base).is_file() else base, "seeds": seeds,
             "variants": variants}
+# --8<-- [end:assemble]
 
 
 def main() -> None:
@@ -40,20 +44,26 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--smoke", action="store_true", help="2 steps per run, first pooler only")
     args = parser.parse_args()
+    poolers = args.poolers[:1] if args.smoke else args.poolers
+    failed = run_ablation(args.base, poolers, args.seeds, Path(args.output), args.smoke)
+    if failed:
+        raise SystemExit(f"failed runs: {failed}")
 
-    output = Path(args.output)
+
+# --8<-- [start:run]
+def run_ablation(base: str, poolers: list[str], seeds: list[int], output: Path, smoke: bool = False) -> list[str]:
+    """Write the sweep file, run every variant x seed, summarise; returns the failed runs."""
     output.mkdir(parents=True, exist_ok=True)
     sweep_file = output / "sweep.yaml"
-    poolers = args.poolers[:1] if args.smoke else args.poolers
-    sweep_file.write_text(yaml.safe_dump(assemble(args.base, poolers, args.seeds), sort_keys=False))
+    sweep_file.write_text(yaml.safe_dump(assemble(base, poolers, seeds), sort_keys=False))
     spec = load_sweep(sweep_file)  # validates every variant before anything runs
-    runs = plan_runs(spec, output, smoke=args.smoke)
+    runs = plan_runs(spec, output, smoke=smoke)
     failed = run_sweep(runs)
     for path in summarise_sweep(runs, output, "Ablation: plain CLIP vs [cls] + second order"):
         print(f"written {path}")
     print((output / "results.md").read_text())
-    if failed:
-        raise SystemExit(f"failed runs: {failed}")
+    return failed
+# --8<-- [end:run]
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ train them first with ``dalip train --config quickstart --output runs/quickstart
 import argparse
 from pathlib import Path
 
-from dalip.adapt import benchmark, default_methods, format_markdown, load_frozen_model, twemoji_domain_task
+from dalip.adapt import benchmark, default_methods, few_shot_markdown, load_frozen_model, twemoji_domain_task
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--config", default="quickstart", help="model config (ignored with --checkpoint)")
@@ -32,5 +32,5 @@ if args.smoke:
 else:
     settings = {"shots": (1, 2, 4, 8, 16), "seeds": (0, 1, 2), "embeddings": ("first", "second", "combined")}
 rows = benchmark(frozen, twemoji_domain_task(), args.output, progress=not args.smoke, **settings)
-print(format_markdown(rows))
+print(few_shot_markdown(rows))
 print(f"table and plot written to {args.output}/results.{{csv,md,png}}")

@@ -3,7 +3,7 @@
     python examples/quickstart_training.py --output runs/quickstart-py          # ~8 min on a 2-core CPU
     python examples/quickstart_training.py --output /tmp/qs --smoke             # 2 tiny steps (CI)
 
-Any ``section.key=value`` override may follow, e.g. ``model.second_order=bdc``.
+Any ``section.key=value`` override may follow, e.g. ``model.second_order=bdc "model.second_options={reduced_dim: 16}"``.
 """
 
 from __future__ import annotations

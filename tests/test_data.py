@@ -417,3 +417,27 @@ def test_folder_dataset_from_a_labelled_csv(tmp_path):
                                               label_key="species", image_size=8))
     assert len(data) == 4 and data.data.classnames == ["green", "red"]
     assert "red" in data[0][1] and data[0][0].shape == (3, 8, 8)
+
+
+def test_16_bit_png_is_scaled_to_8_bits_not_saturated(tmp_path):
+    from dalip.data import decode_image
+
+    gradient = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(gradient).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode == "I;16"
+    rgb = np.asarray(decode_image(tmp_path / "g16.png"))
+    assert rgb.shape == (64, 64, 3) and (rgb[..., 0] == rgb[..., 2]).all()
+    np.testing.assert_allclose(rgb[..., 0], np.round(gradient / 257), atol=1)  # was 255 almost everywhere
+
+
+def test_non_utf8_csv_names_the_file_and_line(tmp_path):
+    from dalip.data import read_labelled_csv
+
+    captions = tmp_path / "captions.tsv"
+    captions.write_bytes("filepath\ttitle\na.png\ta cat\nb.png\tcaf\xe9 latin-1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"captions.tsv, line 3: not UTF-8"):
+        read_caption_csv(captions)
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes("filepath,label\na.png,cat\nb.png,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"labels.csv, line 3: not UTF-8"):
+        read_labelled_csv(labels)

@@ -339,3 +339,58 @@ def test_format_and_save(tmp_path):
     path = save_results(results, tmp_path / "out" / "eval.json")
     assert json.loads(path.read_text()) == results
     assert [p.name for p in path.parent.iterdir()] == ["eval.json"]  # no temporary file left
+
+
+# ----------------------------------------------------------------- non-finite scores (issue 14)
+def test_nan_scores_are_never_a_hit():
+    nan = torch.full((4, 8), float("nan"))
+    recall = dalip.eval.recall_at_k(nan, nan, torch.arange(4), ks=(1, 2))
+    assert all(v == 0.0 for v in recall.values()), recall
+    feats = F.normalize(torch.randn(4, 8), dim=-1)
+    perfect = dalip.eval.recall_at_k(feats, feats, torch.arange(4), ks=(1,))
+    feats_nan = feats.clone()
+    feats_nan[2] = float("nan")  # image 2's scores are NaN: its caption and itself are misses
+    partial = dalip.eval.recall_at_k(feats_nan, feats, torch.arange(4), ks=(1,))
+    assert perfect["image_to_text_R@1"] == 1.0 and partial["image_to_text_R@1"] == 0.75
+
+
+def test_encoding_refuses_non_finite_embeddings():
+    class Diverged(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(()))
+
+        def encode_image(self, x):
+            out = x.flatten(1)[:, :4] * self.w
+            out[1] = float("nan")
+            return out
+
+    with pytest.raises(dalip.eval.NonFiniteEmbeddingError, match=r"'first' image embedding has NaN/Inf in 1 of 3"):
+        dalip.eval.encode_images(Diverged(), torch.randn(3, 3, 8, 8), ("first",), progress=False)
+
+
+def test_evaluation_and_training_share_the_antialiased_resize():
+    """Downsizing thin lines: an antialiased resize keeps their mean brightness, a plain bicubic one loses them."""
+    from dalip.data import image_transform
+
+    stripes = np.zeros((1, 64, 64, 3), np.uint8)
+    stripes[:, :, ::8] = 255  # a one-pixel line every 8 columns: 1/8 of the image is white
+    x = to_float_images(stripes, image_size=8, mean=0.0, std=1.0)
+    assert x.shape == (1, 3, 8, 8)
+    inner = x[..., 1:-1]  # away from the border, where the kernel is clipped
+    torch.testing.assert_close(inner, torch.full_like(inner, 0.125), atol=0.02, rtol=0)  # not 0: no sample hits a line
+    assert x.min() > 0.05
+    same = image_transform(8, train=False, mean=0.0, std=1.0)(stripes[0])  # the training data's eval path
+    torch.testing.assert_close(x[0], same)
+    with pytest.raises(ValueError, match="uint8"):
+        to_float_images(stripes.astype(np.float32), image_size=8)
+
+
+def test_one_markdown_table_writer():
+    from dalip._markdown import markdown_table
+
+    assert markdown_table(["name", "n", "acc"], [["a", 1, "0.5"]], text_columns=1) == [
+        "| name | n | acc |", "|---|---:|---:|", "| a | 1 | 0.5 |",
+    ]
+    with pytest.raises(ValueError, match="2 cells for 3 columns"):
+        markdown_table(["name", "n", "acc"], [["a", 1]])

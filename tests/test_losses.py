@@ -118,7 +118,7 @@ def test_siglip_equals_open_clip():
     ref = SigLipRef()(*first(out), out["logit_scale"], out["logit_bias"])
     torch.testing.assert_close(create_loss("siglip")(**out), ref, rtol=0, atol=0)
     ref2 = SigLipRef()(*second(out), out["second_logit_scale"], out["second_logit_bias"])
-    torch.testing.assert_close(create_loss("siglip", features="second", separate_scales=True)(**out), ref2)
+    torch.testing.assert_close(create_loss("siglip", order="second", separate_scales=True)(**out), ref2)
 
 
 def test_siglip_matches_method_formula():
@@ -166,12 +166,12 @@ def test_distribution_with_aux_terms_and_options():
     loss_fn = create_loss(
         "distribution",
         alpha=0.5,
-        aux={"coral": {"weight": 2.0, "features": "second"}, "cauchy_schwarz": 0.1},
+        aux={"coral": {"weight": 2.0, "order": "second"}, "cauchy_schwarz": 0.1},
     )
     total, parts = loss_fn(**out, output_dict=True)
     assert list(parts) == ["first", "second", "coral", "cauchy_schwarz"]
     assert loss_fn.weights == {"first": 0.5, "second": 0.5, "coral": 2.0, "cauchy_schwarz": 0.1}
-    torch.testing.assert_close(parts["coral"], create_loss("coral", features="second")(**out))
+    torch.testing.assert_close(parts["coral"], create_loss("coral", order="second")(**out))
     torch.testing.assert_close(parts["cauchy_schwarz"], create_loss("cauchy_schwarz")(**out))
     expected = 0.5 * parts["first"] + 0.5 * parts["second"] + 2.0 * parts["coral"] + 0.1 * parts["cauchy_schwarz"]
     torch.testing.assert_close(total, expected)
@@ -183,7 +183,7 @@ def test_combined_nests_and_names_every_part():
         "combined",
         terms={
             "dalip": {"loss": "distribution", "alpha": 0.3},
-            "coral2": {"loss": "coral", "features": "second", "weight": 0.5},
+            "coral2": {"loss": "coral", "order": "second", "weight": 0.5},
             "supcon": {"loss": "intra_modal", "weight": 0.0},  # weight 0: not built, labels not read
             "mine": {"loss": create_loss("siglip"), "weight": 2.0},
         },
@@ -204,7 +204,7 @@ def test_coral_against_torch_cov(which):
     x, y = first(out) if which == "first" else second(out)
     d = x.shape[1]
     ref = (torch.cov(x.T) - torch.cov(y.T)).square().sum() / (4 * d**2)
-    torch.testing.assert_close(create_loss("coral", features=which)(**out), ref)
+    torch.testing.assert_close(create_loss("coral", order=which)(**out), ref)
 
 
 def test_coral_is_zero_for_a_shifted_copy():
@@ -276,7 +276,7 @@ def test_intra_modal_against_naive(modality, temperature):
     ours = create_loss("intra_modal", modality=modality, temperature=temperature)(**out)
     ref = naive_supcon(out[f"{modality}_features"], out["labels"], temperature)
     torch.testing.assert_close(ours.double(), ref, rtol=1e-5, atol=1e-6)
-    second_ours = create_loss("intra_modal", modality=modality, features="second", temperature=temperature)(**out)
+    second_ours = create_loss("intra_modal", modality=modality, order="second", temperature=temperature)(**out)
     torch.testing.assert_close(second_ours.double(), naive_supcon(out[f"{modality}_second"], out["labels"], temperature))
 
 
@@ -321,9 +321,9 @@ def test_input_errors(name, options, change, message):
         ("distribution", {"alpha": 1.5}, r"alpha must be in \[0, 1\]"),
         ("distribution", {"alpha": -0.1}, r"alpha must be in \[0, 1\]"),
         ("distribution", {"aux": {"first": 1.0}}, "aux terms may not be named"),
-        ("distribution", {"base_options": {"features": "second"}}, "base_options may not set"),
-        ("clip", {"features": "third"}, "features must be one of"),
-        ("clip", {"separate_scales": True}, "features='second' only"),
+        ("distribution", {"base_options": {"order": "second"}}, "base_options may not set"),
+        ("clip", {"order": "third"}, "order must be one of"),
+        ("clip", {"separate_scales": True}, "order='second' only"),
         ("clip", {"rank": 2, "world_size": 2}, "rank must be in"),
         ("cauchy_schwarz", {"sigma": 0.0}, "sigma must be > 0"),
         ("intra_modal", {"modality": "audio"}, "modality must be one of"),

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import dalip
 from dalip.models import create_model, extract_text_tokens, load_checkpoint, read_state_dict
+from dalip.models.checkpoint import PretrainedMismatchError
 
 EMBED = 24
 VIT = {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16}
@@ -184,11 +185,28 @@ def test_open_clip_checkpoint_loads_into_towers_heads_stay_fresh(tmp_path, suffi
         torch.testing.assert_close(model.clip.state_dict()[key], value)
     for (k, a), (_, b) in zip(model.second_heads.state_dict().items(), fresh.second_heads.state_dict().items()):
         torch.testing.assert_close(a, b, msg=k)
-    # a partial checkpoint is reported, not fatal
+    # a partial checkpoint is refused (strict, the default), or loaded as far as it matches and reported
     partial = tmp_path / "partial.pt"
     torch.save({k: v for k, v in source.clip.state_dict().items() if not k.startswith("visual.")} | {"extra.w": torch.ones(1)}, partial)
-    report = load_checkpoint(model, partial)
+    with pytest.raises(PretrainedMismatchError, match=r"missing \(e.g. \['visual\..*1 unexpected \(e.g. \['extra.w'\]"):
+        load_checkpoint(model, partial)
+    report = load_checkpoint(model, partial, strict=False)
     assert report.unexpected == ["extra.w"] and report.missing and all(k.startswith("visual.") for k in report.missing)
+
+
+def test_pretrained_of_another_shape_is_refused_unless_relaxed(tmp_path):
+    """Same key names, other shapes (e.g. a wider model): strict names the keys; relaxed loads the rest."""
+    source = create_model(tiny(), second_options={"heads": 2})
+    state = source.clip.state_dict()
+    key = "visual.proj" if "visual.proj" in state else next(k for k, v in state.items() if v.ndim == 2)
+    other = {**state, key: torch.zeros(state[key].shape[0] + 1, *state[key].shape[1:])}
+    path = tmp_path / "other.pt"
+    torch.save(other, path)
+    with pytest.raises(PretrainedMismatchError, match=f"1 of another shape .*{key}"):
+        create_model(tiny(), pretrained=path, second_options={"heads": 2})
+    model = create_model(tiny(), pretrained=path, second_options={"heads": 2}, pretrained_strict=False)
+    assert [m.split(":")[0] for m in model.load_report.mismatched] == [key] and "another shape" in str(model.load_report)
+    torch.testing.assert_close(model.clip.state_dict()["logit_scale"], state["logit_scale"])
 
 
 class _Evil:

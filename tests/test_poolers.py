@@ -306,3 +306,56 @@ def test_guide_weighted_projection_matches_cosine_similarity_softmax(weight_shap
     out = dalip.pooling.guide_weighted_projection(x, w, g, mask)
     torch.testing.assert_close(out, expected)
     assert out[1, 5:].abs().max() == 0  # padded tokens get weight 0
+
+
+# ------------------------------------------------------ non-finite tokens, dtypes, sizes (issue 14)
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_a_nan_token_stays_in_its_row(name, train):
+    """One NaN token in row 1: the other rows equal those of the batch without row 1, and
+    BatchNorm's running statistics equal those of that batch (finite)."""
+    pool = build(name, **({"dropout": 0.0} if name == "mbdc_paper" else {})).train(train)
+    tokens, mask, guide = make_batch(b=4)
+    bad = tokens.clone()
+    bad[1, 2, 3] = float("nan")
+    keep = torch.tensor([0, 2, 3])
+    clean = {k: v.clone() for k, v in pool.state_dict().items()}
+    reference = pool(tokens[keep], mask=mask[keep], guide=guide[keep])
+    stats_reference = {k: v.clone() for k, v in pool.state_dict().items() if "running" in k}
+    pool.load_state_dict(clean)
+    with pytest.warns(RuntimeWarning, match=r"batch row\(s\) \[1\]"):  # value checks are on by default
+        out = pool(bad, mask=mask, guide=guide)
+    torch.testing.assert_close(out[keep], reference, rtol=1e-5, atol=1e-5)
+    for key, value in pool.state_dict().items():
+        if "running" in key:
+            assert torch.isfinite(value).all()
+            torch.testing.assert_close(value, stats_reference[key])
+    if name != "cls":  # the row itself is not hidden: its output is not finite
+        assert not torch.isfinite(out[1]).all()
+
+
+def test_batch_norm_with_every_row_non_finite_keeps_its_running_stats():
+    norm = dalip.pooling.MaskedBatchNorm(4).train()
+    before = norm.running_mean.clone(), norm.running_var.clone()
+    norm(torch.full((2, 3, 1, 4), float("inf")))
+    torch.testing.assert_close((norm.running_mean, norm.running_var), before)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_every_pooler_takes_every_float_dtype_outside_autocast(name, dtype, train):
+    """float32 parameters, low- or high-precision tokens: first order keeps the dtype, second
+    order computes and returns at least float32 (float64 stays float64)."""
+    pool = build(name).train(train)
+    tokens, mask, guide = make_batch(dtype=dtype)
+    out = pool(tokens, mask=mask, guide=guide)
+    first_order = name in ("cls", "mean")
+    expected = dtype if first_order else torch.promote_types(dtype, torch.float32)
+    assert out.dtype == expected and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["cov", "isqrt_cov", "bdc", "mbdc", "mbdc_paper"])
+def test_a_huge_reduced_dim_fails_at_construction(name):
+    with pytest.raises(ValueError, match=r"reduced_dim=100000 .* at most"):
+        dalip.create_pooler(name, dim=DIM, reduced_dim=100000)

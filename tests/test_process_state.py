@@ -2,8 +2,9 @@
 
 Run in a fresh interpreter with a clean environment (no ``HF_HUB_OFFLINE``, a non-Agg
 matplotlib backend) so any global switch would show; the baseline is taken after
-importing torch, timm, open_clip, matplotlib and transformers, whose own import-time
-settings are theirs.
+importing torch, timm, open_clip, torchmetrics, matplotlib and transformers, whose own
+import-time settings are theirs (torchmetrics imports ``matplotlib.pyplot`` when matplotlib
+is installed; dalip's own code never does, which the last test checks in its sources).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = r'''
 import logging, os, sys, tempfile
 from pathlib import Path
-import torch, timm, open_clip, matplotlib
+import torch, timm, open_clip, torchmetrics, matplotlib
 from transformers.utils import logging as hf_logging
 
 def snapshot():
@@ -68,3 +69,10 @@ def test_import_build_and_plots_leave_the_process_alone() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for stage in ("import dalip", "create_model('effl0-minilm') + tokenizer", "plots"):
         assert f"{stage}: unchanged" in proc.stdout
+
+
+def test_dalip_never_imports_pyplot() -> None:
+    """pyplot holds global figures and picks a backend: dalip draws on `matplotlib.figure.Figure` only."""
+    users = [p for p in (ROOT / "dalip").rglob("*.py") if "matplotlib.pyplot" in p.read_text()
+             or "import pyplot" in p.read_text()]
+    assert not users, users

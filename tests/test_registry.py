@@ -82,3 +82,25 @@ def test_public_register_pooler_adds_to_global_registry():
         assert dalip.create_pooler("test_first_token", dim=3)(torch.ones(1, 2, 3)).shape == (1, 3)
     finally:
         POOLERS._entries.pop("test_first_token")
+
+
+# ---------------------------------------------------------------- models, datasets, few-shot methods: one Registry
+def test_every_component_table_is_a_registry_with_one_error_type():
+    from dalip.adapt import METHODS, default_methods
+    from dalip.data import DATASETS
+    from dalip.losses import LOSSES
+    from dalip.models import MODEL_CONFIGS, NamedModel
+
+    for table in (POOLERS, LOSSES, DATASETS, MODEL_CONFIGS, METHODS):
+        assert isinstance(table, Registry)
+        with pytest.raises(UnknownComponentError, match="Known"):
+            table.get("no-such-thing")
+    assert MODEL_CONFIGS.list() == ["effl0-minilm"] and isinstance(MODEL_CONFIGS.create("effl0-minilm"), NamedModel)
+    assert list(default_methods(5, ablations=False)) == ["zero-shot", "linear-probe", "tip-adapter", "tip-adapter-f", "dac"]
+    assert set(default_methods(5)) == set(METHODS.list())
+    assert METHODS.create("tip-adapter-f", steps=7).name == "tip-adapter-f"
+
+
+def test_unknown_model_is_an_unknown_component():
+    with pytest.raises(UnknownComponentError, match="unknown model 'no-such-model'.*effl0-minilm"):
+        dalip.create_model("no-such-model")

@@ -195,3 +195,18 @@ def test_interpolate_rejects_bad_ratios(swept, tmp_path):
         from dalip.sweep.interpolate import interpolate_and_evaluate
 
         interpolate_and_evaluate("init", swept / "out/cls_mbdc/seed0/checkpoint.pt", [1.5], tmp_path)
+
+
+def test_duplicate_variant_names_are_an_error(tmp_path):
+    """YAML keeps the last of two equal keys: two variants of one name would silently collapse into one."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"base: {TINY}\nvariants:\n  a: [optim.steps=3]\n  b: []\n  a: [optim.steps=4]\n")
+    with pytest.raises(ConfigError, match="duplicate key 'a'"):
+        load_sweep(path)
+
+
+def test_every_variant_is_validated_before_the_first_run(tmp_path):
+    """A variant whose pooler does not take the base's options fails at load time, naming it."""
+    path = write_sweep(tmp_path, variants={"ok": [], "cov": ["model.second_order=cov"]})
+    with pytest.raises(ConfigError, match="variant 'cov': model.second_options: pooler 'cov' .* does not take heads"):
+        load_sweep(path)

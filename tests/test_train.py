@@ -151,7 +151,7 @@ def test_torchrun_on_cpu(tmp_path, nproc):
 def test_locked_towers_keep_pretrained_features_and_stay_in_eval_mode():
     """Locking must not change what a pretrained tower computes (BatchNormAct, dropout)."""
     from dalip.train import load_config
-    from dalip.train.loop import build_model, set_train_mode
+    from dalip.train.builders import build_model, set_train_mode
 
     images = torch.rand(4, 3, 128, 128)
     reference = build_model(load_config("quickstart", ["model.lock_image=false", "model.lock_text=false"])).eval()
@@ -275,7 +275,7 @@ def test_shipped_gpu_config_trains_on_cpu_at_smoke_size(tmp_path):
 def test_channels_last_model_computes_the_same_embeddings():
     """`model.channels_last` (on in the quickstart) stores conv weights NHWC; the embeddings do not change."""
     from dalip.train import load_config
-    from dalip.train.loop import build_model
+    from dalip.train.builders import build_model
 
     models = {}
     for flag in (False, True):
@@ -289,3 +289,121 @@ def test_channels_last_model_computes_the_same_embeddings():
     with torch.no_grad():
         ref, nhwc = (models[f].encode_image(images, embedding="combined") for f in (False, True))
     torch.testing.assert_close(nhwc, ref, rtol=1e-4, atol=1e-5)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_srun_tasks_join_one_process_group_on_cpu(tmp_path):
+    """``srun -n 2 dalip train``: SLURM's variables (no torchrun ones) make two ranks of one gloo group."""
+    clean = {k: v for k, v in ENV.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE") and not k.startswith("SLURM_")}
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            dalip_cmd("train", "--config", TINY, "--output", str(tmp_path), "optim.steps=2", "data.batch_size=8",
+                      "eval.embeddings=[combined]"),
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**clean, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NTASKS": "2",
+                 "SLURM_JOB_ID": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert sorted(losses(tmp_path)) == [1, 2] and (tmp_path / "eval.json").is_file()
+    assert "evaluation written" in outputs[0][0] and "evaluation written" not in outputs[1][0]  # rank 1 is not main
+
+
+def test_slurm_rendezvous_and_ranks(monkeypatch):
+    from dalip.train.distributed import init_distributed, slurm_rendezvous
+
+    assert slurm_rendezvous({"SLURM_JOB_NODELIST": "gpu[03-05,09],cpu1", "SLURM_JOB_ID": "123456"}) == "tcp://gpu03:23456"
+    assert slurm_rendezvous({"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "2950", "SLURM_JOB_NODELIST": "n1"}) == \
+        "tcp://10.0.0.1:2950"
+    with pytest.raises(ValueError, match="MASTER_ADDR"):
+        slurm_rendezvous({"SLURM_JOB_ID": "1"})
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_LOCALID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # one task (e.g. sbatch without srun): no process group
+    info = init_distributed()
+    assert (info.rank, info.world_size) == (0, 1) and not torch.distributed.is_initialized()
+
+
+def test_wandb_logger_offline(tmp_path, monkeypatch):
+    """``run.wandb=true`` logs every metrics row to a W&B run in the run folder (offline mode, no network)."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "run"
+    assert main(["train", "--config", TINY, "--output", str(run), "optim.steps=2", "run.wandb=true",
+                 "run.wandb_project=dalip-test", "data.spec.eval_subsets=[]"]) == 0
+    run_id = (run / "wandb" / "dalip_run_id").read_text().strip()
+    (offline,) = (run / "wandb").glob(f"offline-run-*-{run_id}")
+    assert list(offline.glob("*.wandb"))  # the logged history, synced later with `wandb sync`
+
+
+def test_wandb_missing_package_names_the_extra(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name == "wandb":
+            raise ImportError("No module named 'wandb'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    from dalip.train.metrics_log import MetricsLog
+
+    with pytest.raises(ImportError, match=r"pip install 'dalip\[wandb\]'"):
+        MetricsLog(tmp_path, [], tensorboard=False, wandb={"project": "p", "name": None, "config": {}})
+
+
+def test_the_last_k_checkpoints_are_kept_with_checksums(tmp_path):
+    import hashlib
+
+    from dalip.train.checkpoint import list_checkpoints, save_training_checkpoint
+    from dalip.train.config import ConfigError, load_config
+
+    for step in range(1, 6):
+        save_training_checkpoint({"model": {"w": torch.full((3,), float(step))}, "step": step}, tmp_path, keep=3)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint.pt", "checkpoint-step4.pt", "checkpoint-step3.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        n for p in list_checkpoints(tmp_path) for n in (p.name, p.name + ".sha256"))
+    for path, step in zip(list_checkpoints(tmp_path), (5, 4, 3)):
+        digest, name = (path.with_name(path.name + ".sha256")).read_text().split()
+        assert name == path.name and digest == hashlib.sha256(path.read_bytes()).hexdigest()  # `sha256sum -c` format
+        assert load_training_checkpoint(path)["step"] == step
+    save_training_checkpoint({"model": {}, "step": 6}, tmp_path, keep=1)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint.pt"]
+    with pytest.raises(ConfigError, match="run.keep_checkpoints must be >= 1"):
+        load_config(TINY, ["run.keep_checkpoints=0"])
+
+
+def test_train_modules_import_without_cycles():
+    """No module of dalip.train imports another that imports it back (at any depth, function-level included)."""
+    import ast
+
+    folder = ROOT / "dalip" / "train"
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                names.add(node.module.split(".")[0])
+        graph[path.stem] = {n for n in names if (folder / f"{n}.py").is_file()}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph.get(start, ()))
+
+    cycles = [m for m in graph if m != "__init__" and reaches(m, m, {m})]
+    assert not cycles, f"import cycles through {cycles}: {graph}"
+    assert "loop" not in graph["evaluate"] and "loop" not in graph["builders"]

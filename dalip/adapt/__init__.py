@@ -28,8 +28,8 @@ from .baselines import (
 from .dac import DACAdapter, DACConfig, ResidualAdapter, TextModulation
 from .features import FewShotFeatures, FewShotImages, cache_features, model_input_size
 from .frozen import FrozenModel, freeze, load_frozen_model
-from .harness import ResultRow, default_methods, run_few_shot
-from .report import format_markdown, plot_results, summarize, write_results
+from .harness import METHODS, ResultRow, default_methods, run_few_shot
+from .report import few_shot_markdown, plot_results, summarise, write_results
 from .run import benchmark
 from .sampling import SupportSample, SupportSet, sample_support, support_set
 from .tasks import csv_task, twemoji_domain_task
@@ -38,6 +38,7 @@ __all__ = [
     "ALPHAS",
     "BETAS",
     "LOGIT_SCALE",
+    "METHODS",
     "Classifier",
     "DACAdapter",
     "DACConfig",
@@ -58,8 +59,8 @@ __all__ = [
     "cache_features",
     "csv_task",
     "default_methods",
+    "few_shot_markdown",
     "fit_logistic",
-    "format_markdown",
     "freeze",
     "leave_one_out_accuracy",
     "load_frozen_model",
@@ -67,7 +68,7 @@ __all__ = [
     "plot_results",
     "run_few_shot",
     "sample_support",
-    "summarize",
+    "summarise",
     "support_set",
     "text_logits",
     "tip_logits",

@@ -45,9 +45,30 @@ def register(commands: Any) -> None:
     p.set_defaults(run=run_adapt)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Bad numbers and missing companions of the ``dalip adapt`` flags, before any model is loaded.
+
+    Raises:
+        ConfigError: non-positive shots / views / steps / threads, a negative seed, a test
+            fraction outside (0, 1), ``--dataset csv`` without ``--csv``.
+    """
+    from ..train.config import ConfigError
+
+    for flag, values, low in (("--shots", args.shots, 1), ("--seeds", args.seeds, 0), ("--views", [args.views], 1),
+                              ("--steps", [args.steps], 1), ("--threads", [args.threads or 1], 1)):
+        bad = [v for v in values if v < low]
+        if bad:
+            raise ConfigError(f"{flag} must be >= {low}, got {' '.join(map(str, bad))}")
+    if not 0 < args.test_fraction < 1:
+        raise ConfigError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    if args.dataset == "csv" and not args.csv:
+        raise ConfigError("--dataset csv needs --csv PATH")
+
+
 def run_adapt(args: argparse.Namespace) -> int:
     """Run the benchmark described by the parsed ``dalip adapt`` arguments."""
     from ..eval.encode import default_embeddings
+    from ..train.config import ConfigError
     from .frozen import load_frozen_model
     from .harness import default_methods
     from .run import benchmark
@@ -55,27 +76,23 @@ def run_adapt(args: argparse.Namespace) -> int:
 
     if args.smoke:
         args.shots, args.seeds, args.views, args.steps = SMOKE["shots"], SMOKE["seeds"], SMOKE["views"], SMOKE["steps"]
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    bad = [k for k in args.shots if k < 1]
-    if bad:
-        raise ValueError(f"--shots must be >= 1, got {bad}")
-    frozen = load_frozen_model(args.config, args.checkpoint)
-    if args.dataset == "csv":
-        if not args.csv:
-            raise ValueError("--dataset csv needs --csv PATH")
-        task = csv_task(args.csv, args.csv_test, args.csv_img_key, args.csv_label_key, args.csv_separator,
-                        args.test_fraction, frozen.image_size)
-    else:
-        task = twemoji_domain_task()
+    check_args(args)
     methods = default_methods(args.steps)
     if args.methods:
         unknown = sorted(set(args.methods) - set(methods))
         if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; choose from {list(methods)}")
+            raise ConfigError(f"--methods: unknown {unknown}; choose from {', '.join(methods)}")
         methods = {m: methods[m] for m in args.methods}
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    frozen = load_frozen_model(args.config, args.checkpoint)
+    if args.dataset == "csv":
+        task = csv_task(args.csv, args.csv_test, args.csv_img_key, args.csv_label_key, args.csv_separator,
+                        args.test_fraction, frozen.image_size)
+    else:
+        task = twemoji_domain_task()
     embeddings = args.embeddings or default_embeddings(frozen.model)
     command = "dalip adapt " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["adapt"] else ""
     benchmark(frozen, task, args.output, args.shots, args.seeds, embeddings, methods, args.views, args.stem,

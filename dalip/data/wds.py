@@ -1,15 +1,17 @@
-"""WebDataset shards read with ``tarfile``: tar files of ``KEY.jpg|png|webp`` + ``KEY.txt`` members.
+"""WebDataset shards: tar files of ``KEY.jpg|png|webp`` + ``KEY.txt`` members.
 
-Shards are split across DataLoader workers and torch.distributed ranks (by
+The ``webdataset`` package (the one open_clip uses; the ``train`` extra) expands
+the shard patterns and reads the tar members grouped by key. What is dalip's own:
+shards are split across DataLoader workers and torch.distributed ranks (by
 shard when there are enough shards, else by sample), read in a seeded
 order, and shuffled through a buffer. Bad samples (undecodable image, no
-image or caption, truncated shard) become ``None`` for `collate` to count.
+image or caption, truncated shard) become ``None`` for `collate` to count
+instead of stopping the run.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .._optional import require
 from .batch import Sample, decode_image, report_bad_sample
 from .datasets import DatasetSpec, register_dataset
 
@@ -29,25 +32,14 @@ TEXT_EXTS = ("txt",)
 
 
 def expand_shards(pattern: str | Sequence[str]) -> list[str]:
-    """Shard paths from a list, ``"::"``-separated patterns, or brace patterns.
+    """Shard paths from a list, ``"::"``-separated patterns, or brace patterns (webdataset's expansion).
 
-    ``"data-{000..009}.tar"`` keeps the zero padding; ``"{a,b}.tar"`` lists alternatives.
+    ``"data-{000..009}.tar"`` keeps the zero padding; ``"{a,b}.tar"`` lists alternatives;
+    ``${NAME}`` is the environment variable ``WDS_NAME``, as in webdataset and open_clip.
     """
     if not isinstance(pattern, str):
         return [s for p in pattern for s in expand_shards(p)]
-    if "::" in pattern:
-        return expand_shards(pattern.split("::"))
-    match = re.search(r"\{([^{}]*)\}", pattern)
-    if match is None:
-        return [pattern]
-    head, tail, body = pattern[: match.start()], pattern[match.end() :], match.group(1)
-    if (rng := re.fullmatch(r"(\d+)\.\.(\d+)", body)) is not None:
-        lo, hi = rng.groups()
-        width = len(lo) if lo.startswith("0") or len(lo) == len(hi) else 0
-        options = [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
-    else:
-        options = body.split(",")
-    return [s for o in options for s in expand_shards(head + o + tail)]
+    return list(require("webdataset.shardlists", "train", "webdataset shards").expand_urls(pattern))
 
 
 def consumer_info() -> tuple[int, int]:
@@ -59,29 +51,34 @@ def consumer_info() -> tuple[int, int]:
 
 
 def _tar_samples(shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """`(key, {extension: bytes})` groups of consecutive members; a truncated shard stops early, reported."""
-    current, members = None, {}
-    try:
-        with tarfile.open(shard, "r|*") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                folder, _, base = info.name.rpartition("/")
-                stem, dot, ext = base.partition(".")  # webdataset: the key ends at the first dot
-                if not dot:
-                    continue
-                key = f"{folder}/{stem}" if folder else stem
-                if key != current and members:
-                    yield current, members
-                    members = {}
-                current = key
-                members[ext.lower()] = tar.extractfile(info).read()
-    except (tarfile.TarError, OSError, EOFError) as err:
-        report_bad_sample(shard, f"unreadable shard after key {current!r}: {type(err).__name__}: {err}")
+    """`(key, {extension: bytes})` samples of one shard, read and grouped by webdataset.
+
+    A truncated or unreadable shard ends early: the error is reported and one empty
+    group yielded (counted as one bad sample); the samples before it are kept.
+    """
+    tariterators = require("webdataset.tariterators", "train", "webdataset shards")
+    failure: list[BaseException] = []
+
+    def stop(err: BaseException) -> bool:  # webdataset's error handler: remember, end this shard
+        failure.append(err)
+        return False
+
+    def members() -> Iterator[dict]:
+        try:
+            with open(shard, "rb") as stream:
+                for member in tariterators.tar_file_iterator(stream, handler=stop):
+                    yield {**member, "__url__": shard}
+        except (tarfile.TarError, OSError, EOFError) as err:  # a bad header ends webdataset's loop unhandled
+            failure.append(err)
+
+    key = None
+    for sample in tariterators.group_by_keys(members(), handler=stop):  # the key ends at the first dot
+        key = sample["__key__"]
+        yield key, {ext: data for ext, data in sample.items() if not ext.startswith("__")}
+    if failure:
+        err = failure[0]
+        report_bad_sample(shard, f"unreadable shard after key {key!r}: {type(err).__name__}: {err}")
         yield f"{shard}:<rest>", {}  # counted as one bad sample
-        return
-    if members:
-        yield current, members
 
 
 class WebDatasetShards(IterableDataset):

@@ -12,7 +12,7 @@ results = evaluate_zero_shot(model, tokenizer, "leaves/", templates="openai_imag
 ```
 """
 
-from .encode import default_image_transform, encode_images, encode_texts, to_float_images
+from .encode import NonFiniteEmbeddingError, default_image_transform, encode_images, encode_texts, to_float_images
 from .labelled_sets import LabelledTask, ZeroShotSet, evaluate_zero_shot, zero_shot_eval_set
 from .preprocess import PilTransform, model_transform
 from .report import format_results, save_results
@@ -31,6 +31,7 @@ from .zero_shot import (
 __all__ = [
     "EvalSetLike",
     "LabelledTask",
+    "NonFiniteEmbeddingError",
     "PilTransform",
     "Results",
     "StreamedImages",

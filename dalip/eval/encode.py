@@ -21,6 +21,7 @@ __all__ = [
     "EMBEDDINGS",
     "ImageTransform",
     "Images",
+    "NonFiniteEmbeddingError",
     "default_embeddings",
     "default_image_transform",
     "encode_images",
@@ -81,6 +82,10 @@ def check_embeddings(model: nn.Module, embeddings: Sequence[str]) -> tuple[str, 
     return embeddings
 
 
+class NonFiniteEmbeddingError(ValueError):
+    """Encoded features contain NaN or Inf; raised instead of scoring them (the message names the embedding)."""
+
+
 # ----------------------------------------------------------------------- images
 def to_float_images(
     images: np.ndarray | Tensor,
@@ -90,20 +95,18 @@ def to_float_images(
 ) -> Tensor:
     """uint8 RGB ``(N, H, W, 3)`` -> normalised float ``(N, 3, S, S)``.
 
-    Scales to [0, 1], resizes (bicubic, when ``image_size`` is given and differs)
-    and normalises with ``(x - mean) / std`` (scalars or per-channel triples).
+    The evaluation path of `dalip.data.image_transform` on a batch (the same
+    antialiased bicubic resize as the training data, when ``image_size`` is given
+    and differs), then ``(x / 255 - mean) / std`` (scalars or per-channel triples).
     """
+    from ..data.transforms import image_transform
+
     x = torch.as_tensor(np.asarray(images)) if not isinstance(images, Tensor) else images
     if x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"uint8 images must have shape (N, H, W, 3), got {tuple(x.shape)}")
-    x = x.permute(0, 3, 1, 2).float() / 255
-    if image_size is not None:
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False).clamp_(0, 1)
-    mean_t = torch.as_tensor(mean, dtype=x.dtype).reshape(-1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=x.dtype).reshape(-1, 1, 1)
-    return (x - mean_t) / std_t
+    if x.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8 (0-255), got {x.dtype}")
+    return image_transform(image_size, train=False, mean=mean, std=std)(x.permute(0, 3, 1, 2))
 
 
 def default_image_transform(model: nn.Module) -> ImageTransform:
@@ -200,7 +203,16 @@ def _encode(
                 chunks[e].append(feats.cpu())
     if not chunks[embeddings[0]]:
         raise ValueError(f"no {tower}s to encode")
-    return {e: torch.cat(c) for e, c in chunks.items()}
+    features = {e: torch.cat(c) for e, c in chunks.items()}
+    for e, feats in features.items():  # NaN scores would rank as hits and make every metric a lie
+        bad = ~torch.isfinite(feats).all(dim=1)
+        if bad.any():
+            rows = bad.nonzero().flatten()
+            raise NonFiniteEmbeddingError(
+                f"the {e!r} {tower} embedding has NaN/Inf in {len(rows)} of {len(feats)} rows "
+                f"(first: {rows[:5].tolist()}); the model's weights or inputs are not finite (a diverged run?)"
+            )
+    return features
 
 
 def encode_images(

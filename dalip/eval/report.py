@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from .._markdown import markdown_table
+from ..io import atomic_write_text
 
 __all__ = ["format_results", "save_results"]
 
@@ -35,13 +37,8 @@ def format_results(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> st
     """
     rows = [(e, subset, m) for e, subsets in results.items() for subset, m in subsets.items()]
     columns = list(dict.fromkeys(k for *_, m in rows for k in m if _MAIN.search(k)))
-    lines = [
-        "| embedding | subset | n | " + " | ".join(columns) + " |",
-        "|---|---|---:|" + "---:|" * len(columns),
-    ]
-    for e, subset, m in rows:
-        cells = [_cell(m, c) for c in columns]
-        lines.append(f"| {e} | {subset} | {m.get('num_samples', '-')} | " + " | ".join(cells) + " |")
+    cells = [[e, subset, m.get("num_samples", "-"), *(_cell(m, c) for c in columns)] for e, subset, m in rows]
+    lines = markdown_table(["embedding", "subset", "n", *columns], cells, text_columns=2)
     return "\n".join(lines + ["", "values in %, chance level in parentheses"])
 
 
@@ -54,16 +51,5 @@ def _cell(metrics: Mapping[str, Any], column: str) -> str:
 
 
 def save_results(results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Writes ``results`` as indented JSON to ``path`` atomically (temporary file, then `os.replace`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Writes ``results`` as indented JSON to ``path`` with `dalip.io.atomic_write_text`."""
+    return atomic_write_text(path, json.dumps(results, indent=2) + "\n")

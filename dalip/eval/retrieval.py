@@ -34,10 +34,13 @@ def _ranks(similarity: Tensor, positive: Tensor) -> Tensor:
     """0-based rank ``(Q,)`` of each query's best positive among its negatives; ties count against it.
 
     ``similarity`` and ``positive`` are ``(Q, G)``; pessimistic ties keep a collapsed
-    model (all scores equal) at chance instead of a perfect score.
+    model (all scores equal) at chance instead of a perfect score. A NaN score is
+    never a hit: a NaN positive ranks below every candidate and a NaN negative above
+    the positive (NaN compares false, which would otherwise give rank 0).
     """
-    best = similarity.masked_fill(~positive, float("-inf")).amax(dim=1, keepdim=True)
-    return ((similarity >= best) & ~positive).sum(dim=1)
+    nan = similarity.isnan()
+    best = similarity.masked_fill(~positive | nan, float("-inf")).amax(dim=1, keepdim=True)
+    return (((similarity >= best) | nan) & ~positive).sum(dim=1)
 
 
 def recall_at_k(

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from .encode import (
     Images,
     ImageTransform,
+    NonFiniteEmbeddingError,
     check_embeddings,
     default_embeddings,
     encode_images,
@@ -159,8 +160,9 @@ def evaluate(
             per_embedding = evaluate_set(
                 model, tokenizer, eval_set, embeddings, batch_size, image_transform, top_k, ks, progress
             )
-        except ValueError as err:
-            raise ValueError(f"eval set {subset!r}: {err}") from err
+        except ValueError as err:  # keep the non-finite kind (the CLI reports it as a user error)
+            kind = NonFiniteEmbeddingError if isinstance(err, NonFiniteEmbeddingError) else ValueError
+            raise kind(f"eval set {subset!r}: {err}") from err
         for e, metrics in per_embedding.items():
             results[e][subset] = metrics
     return results

@@ -30,13 +30,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-import torch
 from torch import Tensor, nn
 
-__all__ = ["FEATURE_KEYS", "AlignmentLoss", "PairLoss", "Which", "feature_pair", "no_autocast", "require", "scalar", "weighted_sum"]
+__all__ = ["FEATURE_KEYS", "AlignmentLoss", "Order", "PairLoss", "feature_pair", "require", "scalar", "weighted_sum"]
 
 Outputs = Mapping[str, Any]
-Which = Literal["first", "second"]
+Order = Literal["first", "second"]
+"""The order of a statistic: ``"first"`` (cls / mean embeddings) or ``"second"`` (covariance-type)."""
 
 # which model-output keys hold the (image, text) pair of each statistic
 FEATURE_KEYS: dict[str, tuple[str, str]] = {
@@ -61,10 +61,10 @@ def scalar(outputs: Outputs, key: str, owner: str, why: str = "") -> Tensor | fl
     return value
 
 
-def feature_pair(outputs: Outputs, which: Which, owner: str) -> tuple[Tensor, Tensor]:
+def feature_pair(outputs: Outputs, order: Order, owner: str) -> tuple[Tensor, Tensor]:
     """The (image, text) embeddings of one statistic, checked to be (b, d) with equal b and d."""
-    keys = FEATURE_KEYS[which]
-    why = " (features='second' needs a model with a second-order head)" if which == "second" else ""
+    keys = FEATURE_KEYS[order]
+    why = " (order='second' needs a model with a second-order head)" if order == "second" else ""
     img, txt = (require(outputs, key, owner, why) for key in keys)
     for key, x in zip(keys, (img, txt)):
         if not isinstance(x, Tensor) or x.ndim != 2:
@@ -124,24 +124,20 @@ class PairLoss(AlignmentLoss):
     """A loss between the image and text embeddings of one statistic.
 
     Args:
-        features: ``"first"`` reads ``image_features`` / ``text_features``,
-            ``"second"`` reads ``image_second`` / ``text_second``.
+        order: the order of the statistic: ``"first"`` reads ``image_features`` /
+            ``text_features``, ``"second"`` reads ``image_second`` / ``text_second``.
     """
 
-    def __init__(self, features: Which = "first") -> None:
+    def __init__(self, order: Order = "first") -> None:
         super().__init__()
-        if features not in FEATURE_KEYS:
-            raise ValueError(f"{self.part_name}: features must be one of {list(FEATURE_KEYS)}, got {features!r}")
-        self.features = features
+        if order not in FEATURE_KEYS:
+            raise ValueError(f"{self.part_name}: order must be one of {list(FEATURE_KEYS)}, got {order!r}")
+        self.order = order
 
     def pair(self, outputs: Outputs) -> tuple[Tensor, Tensor]:
         """(image (b, d), text (b, d)) of the configured statistic."""
-        return feature_pair(outputs, self.features, self.part_name)
+        return feature_pair(outputs, self.order, self.part_name)
 
     def extra_repr(self) -> str:
-        return f"features={self.features!r}"
+        return f"order={self.order!r}"
 
-
-def no_autocast(x: Tensor) -> torch.autocast:
-    """A context that turns autocast off on ``x``'s device: statistics are computed in float32."""
-    return torch.autocast(device_type=x.device.type, enabled=False)

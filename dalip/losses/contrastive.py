@@ -13,7 +13,7 @@ import torch.distributed.nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Outputs, PairLoss, Which, scalar
+from .base import Order, Outputs, PairLoss, scalar
 from .factory import register_loss
 
 __all__ = ["ClipLoss", "ContrastiveLoss", "SigLipLoss", "resolve_world"]
@@ -33,8 +33,8 @@ class ContrastiveLoss(PairLoss):
     """A pair loss over ``logit_scale * img @ txt.T``, optionally across ranks.
 
     Args:
-        features: which pair, ``"first"`` or ``"second"``.
-        separate_scales: for ``features="second"``, read ``second_logit_scale`` /
+        order: the order of the statistic whose pair is aligned, ``"first"`` or ``"second"``.
+        separate_scales: for ``order="second"``, read ``second_logit_scale`` /
             ``second_logit_bias`` instead of the shared ``logit_scale`` / ``logit_bias``.
         rank: this process's rank; None reads torch.distributed at call time (so the
             loss may be built before ``init_process_group``), 0 when not initialised.
@@ -44,14 +44,14 @@ class ContrastiveLoss(PairLoss):
 
     def __init__(
         self,
-        features: Which = "first",
+        order: Order = "first",
         separate_scales: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        super().__init__(features)
-        if separate_scales and features != "second":
-            raise ValueError(f"{self.part_name}: separate_scales=True applies to features='second' only")
+        super().__init__(order)
+        if separate_scales and order != "second":
+            raise ValueError(f"{self.part_name}: separate_scales=True applies to order='second' only")
         self.separate_scales = separate_scales
         self.rank, self.world_size = rank, world_size
 
@@ -83,7 +83,7 @@ class ClipLoss(ContrastiveLoss):
             ``world_size`` times those of the single-process loss on the global
             batch, so that DDP's gradient averaging gives exactly that loss's
             parameter gradients (see ``tests/test_losses_distributed.py``).
-        features: which pair, ``"first"`` or ``"second"`` (see `ContrastiveLoss`).
+        order: ``"first"`` or ``"second"`` (see `ContrastiveLoss`).
         separate_scales: use the second pair's own logit scale (see `ContrastiveLoss`).
         rank: this process's rank (see `ContrastiveLoss`).
         world_size: number of processes (see `ContrastiveLoss`).
@@ -93,14 +93,14 @@ class ClipLoss(ContrastiveLoss):
 
     def __init__(
         self,
-        features: Which = "first",
+        order: Order = "first",
         separate_scales: bool = False,
         local_loss: bool = False,
         gather_with_grad: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        super().__init__(features, separate_scales, rank, world_size)
+        super().__init__(order, separate_scales, rank, world_size)
         self.local_loss, self.gather_with_grad = local_loss, gather_with_grad
 
     def value(self, outputs: Outputs) -> Tensor:

@@ -5,7 +5,7 @@ a mapping from a term name to a *term spec*, which is either a weight or a dict:
 
 ```python
 {"coral": 1.0}                                            # registered "coral", defaults
-{"coral": {"weight": 0.5, "features": "second"}}          # "weight" + the loss's options
+{"coral": {"weight": 0.5, "order": "second"}}          # "weight" + the loss's options
 {"cs2": {"loss": "cauchy_schwarz", "weight": 0.1, "sigma": 0.5}}  # "loss": registry name
 {"mine": {"loss": MyLoss(), "weight": 2.0}}               # "loss": a built AlignmentLoss
 ```
@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import AlignmentLoss, Outputs, PairLoss, Which, no_autocast
+from ..pooling.functional import autocast_off
+from .base import AlignmentLoss, Order, Outputs, PairLoss
 from .factory import create_loss, register_loss
 
 __all__ = [
@@ -128,13 +129,13 @@ class DistributionLoss(CombinedLoss):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"distribution: alpha must be in [0, 1], got {alpha}")
         options = dict(base_options or {})
-        reserved = {"loss", "weight", "features", "separate_scales"} & options.keys()
+        reserved = {"loss", "weight", "order", "separate_scales"} & options.keys()
         if reserved:
             raise ValueError(f"distribution: base_options may not set {sorted(reserved)}; they are set per pair")
         second = {"separate_scales": True} if separate_scales else {}  # only pair losses with scales take it
         terms: dict[str, TermSpec] = {
-            "first": {"loss": base, "weight": alpha, "features": "first", **options},
-            "second": {"loss": base, "weight": 1.0 - alpha, "features": "second", **second, **options},
+            "first": {"loss": base, "weight": alpha, "order": "first", **options},
+            "second": {"loss": base, "weight": 1.0 - alpha, "order": "second", **second, **options},
         }
         aux = dict(aux or {})
         if terms.keys() & aux.keys():
@@ -156,7 +157,7 @@ class CoralLoss(PairLoss):
     Computed in float32 on the local batch (no gathering across ranks).
 
     Args:
-        features: which pair, ``"first"`` or ``"second"``.
+        order: the order of the statistic whose pair is aligned, ``"first"`` or ``"second"``.
     """
 
     part_name = "coral"
@@ -166,7 +167,7 @@ class CoralLoss(PairLoss):
         if img.shape[0] < 2:
             raise ValueError(f"coral: a covariance needs at least 2 samples, got a batch of {img.shape[0]}")
         d = img.shape[1]
-        with no_autocast(img):
+        with autocast_off(img.device.type):
             diff = batch_covariance(img.float()) - batch_covariance(txt.float())  # (d, d)
             return diff.square().sum() / (4 * d * d)
 
@@ -187,21 +188,21 @@ class CauchySchwarzLoss(PairLoss):
     sets. Computed in float32 on the local batch (no gathering across ranks).
 
     Args:
-        features: which pair, ``"first"`` or ``"second"``.
+        order: the order of the statistic whose pair is aligned, ``"first"`` or ``"second"``.
         sigma: kernel bandwidth (> 0); L2-normalised features are at most 2 apart.
     """
 
     part_name = "cauchy_schwarz"
 
-    def __init__(self, features: Which = "first", sigma: float = 1.0) -> None:
-        super().__init__(features)
+    def __init__(self, order: Order = "first", sigma: float = 1.0) -> None:
+        super().__init__(order)
         if not sigma > 0:
             raise ValueError(f"cauchy_schwarz: sigma must be > 0, got {sigma}")
         self.sigma = sigma
 
     def value(self, outputs: Outputs) -> Tensor:
         img, txt = self.pair(outputs)  # (b, d) each
-        with no_autocast(img):
+        with autocast_off(img.device.type):
             x, y = img.float(), txt.float()
             xx, yy, xy = (log_mean_gaussian_kernel(a, b, self.sigma) for a, b in ((x, x), (y, y), (x, y)))
             return xx + yy - 2 * xy

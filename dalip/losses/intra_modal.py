@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import FEATURE_KEYS, AlignmentLoss, Outputs, Which, require
+from .base import FEATURE_KEYS, AlignmentLoss, Order, Outputs, require
 from .factory import register_loss
 
 __all__ = ["SupConLoss", "supervised_contrastive"]
@@ -45,8 +45,8 @@ class SupConLoss(AlignmentLoss):
 
     Args:
         modality: ``"image"`` reads ``image_features`` (``image_second`` with
-            ``features="second"``), ``"text"`` the text ones.
-        features: which statistic, ``"first"`` or ``"second"``.
+            ``order="second"``), ``"text"`` the text ones.
+        order: the order of the statistic, ``"first"`` or ``"second"``.
         temperature: softmax temperature (> 0).
         normalize: L2-normalise the features first (for inputs that are not,
             such as an adapter's output); model outputs already are.
@@ -57,18 +57,18 @@ class SupConLoss(AlignmentLoss):
     def __init__(
         self,
         modality: Literal["image", "text"] = "image",
-        features: Which = "first",
+        order: Order = "first",
         temperature: float = 0.07,
         normalize: bool = False,
     ) -> None:
         super().__init__()
         if modality not in _MODALITIES:
             raise ValueError(f"intra_modal: modality must be one of {list(_MODALITIES)}, got {modality!r}")
-        if features not in FEATURE_KEYS:
-            raise ValueError(f"intra_modal: features must be one of {list(FEATURE_KEYS)}, got {features!r}")
+        if order not in FEATURE_KEYS:
+            raise ValueError(f"intra_modal: order must be one of {list(FEATURE_KEYS)}, got {order!r}")
         if not temperature > 0:
             raise ValueError(f"intra_modal: temperature must be > 0, got {temperature}")
-        self.key = FEATURE_KEYS[features][_MODALITIES[modality]]
+        self.key = FEATURE_KEYS[order][_MODALITIES[modality]]
         self.temperature, self.normalize = temperature, normalize
 
     def value(self, outputs: Outputs) -> Tensor:

@@ -1,7 +1,7 @@
 """Models: token extraction from open_clip towers, the DALIP wrapper, configs, checkpoints."""
 
 from .checkpoint import LoadReport, load_checkpoint, read_state_dict
-from .configs import MODEL_CONFIGS, ModelConfig
+from .configs import MODEL_CONFIGS, NamedModel
 from .dalip_model import DALIPModel
 from .export import export_model, export_run, load_export, push_export
 from .factory import create_model, get_tokenizer, list_models
@@ -10,7 +10,7 @@ from .pretrained import efficientnet_lite0_weights, load_efficientnet_lite0
 from .tokens import TowerOutput, extract_image_tokens, extract_text_tokens
 
 __all__ = [
-    "DALIPModel", "LoadReport", "MODEL_CONFIGS", "ModelConfig", "PooledHead", "TowerOutput",
+    "DALIPModel", "LoadReport", "MODEL_CONFIGS", "NamedModel", "PooledHead", "TowerOutput",
     "create_model", "efficientnet_lite0_weights", "extract_image_tokens", "extract_text_tokens",
     "export_model", "export_run", "get_tokenizer", "list_models", "load_checkpoint", "load_efficientnet_lite0",
     "load_export", "push_export", "read_state_dict",

@@ -8,7 +8,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LoadReport", "load_checkpoint", "read_state_dict"]
+__all__ = ["LoadReport", "PretrainedMismatchError", "load_checkpoint", "read_state_dict"]
+
+
+class PretrainedMismatchError(ValueError):
+    """A pretrained checkpoint that does not fit the model's towers (``strict`` loading)."""
 
 
 @dataclass
@@ -18,6 +22,7 @@ class LoadReport:
     Attributes:
         missing: model keys the checkpoint lacked.
         unexpected: checkpoint keys the model did not take.
+        mismatched: keys of both whose shapes differ (not loaded).
         source: the weights' origin (a file, an open_clip tag or schema name, a run checkpoint).
         fresh: names of head parameters that start from their fresh initialisation
             (the second-order heads, and first-order pooler heads).
@@ -27,10 +32,13 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     source: str = ""
     fresh: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [f"weights: {self.source or 'unknown source'}"]
         lines.append(f"{len(self.missing)} missing keys {self.missing[:5]}, {len(self.unexpected)} unexpected {self.unexpected[:5]}")
+        if self.mismatched:
+            lines.append(f"{len(self.mismatched)} of another shape (not loaded) {self.mismatched[:5]}")
         if self.fresh:
             heads = sorted({".".join(n.split(".")[:2]) for n in self.fresh})
             lines.append(f"start fresh: {len(self.fresh)} head tensors ({', '.join(heads)})")
@@ -69,23 +77,58 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return state
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> LoadReport:
+def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
     """Load an open_clip checkpoint into a DALIP model's towers, or a dalip checkpoint whole.
 
     Keys of a plain open_clip checkpoint go into ``model.clip``; the new heads keep
-    their fresh initialisation. Loading is non-strict and the report lists what
-    did not match.
+    their fresh initialisation (head keys are never required, and a dalip checkpoint's
+    heads of another configuration are not loaded).
+
+    Args:
+        model: a `DALIPModel` (or any module).
+        path: ``.pt`` / ``.pth`` / ``.bin`` / ``.safetensors``.
+        strict: every tower weight must come from the file, with its shape, and the file
+            may hold no other tower key; otherwise `PretrainedMismatchError` (listing
+            examples). ``strict=False`` loads what matches and reports the rest in the
+            returned `LoadReport` (even when nothing matched).
+
+    Raises:
+        PretrainedMismatchError: ``strict`` and the file does not fit the towers.
     """
     state = read_state_dict(path)
     target = model
     if hasattr(model, "clip") and not any(k.startswith("clip.") for k in state):
         target = model.clip
-    result = target.load_state_dict(state, strict=False)
-    loaded = set(state) if target is model else set()
-    fresh = [k for k in head_keys(model) if k not in loaded]
-    return LoadReport(list(result.missing_keys), list(result.unexpected_keys), f"file {path}", fresh)
+    own = target.state_dict()
+    heads = set(head_keys(model)) if target is model else set()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    report = LoadReport(
+        # BatchNorm's step counters are not weights (a run with frozen BatchNorm saves none)
+        missing=[k for k in own if k not in state and k not in heads and not k.endswith("num_batches_tracked")],
+        unexpected=[k for k in state if k not in own and k.split(".")[0] not in _HEADS],
+        source=f"file {path}",
+        mismatched=[f"{k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model" for k in mismatched],
+    )
+    towers_mismatched = [k for k in mismatched if k not in heads]
+    if strict and (report.missing or report.unexpected or towers_mismatched):
+        matched = len(own) - len(heads) - len(report.missing) - len(towers_mismatched)
+        raise PretrainedMismatchError(
+            f"{path} does not fit the model's towers: {matched} of {len(own) - len(heads)} tower weights matched; "
+            f"{len(report.missing)} missing (e.g. {report.missing[:3]}), {len(report.unexpected)} unexpected "
+            f"(e.g. {report.unexpected[:3]}), {len(towers_mismatched)} of another shape (e.g. {report.mismatched[:2]}). "
+            "Is it a checkpoint of another architecture? To load only what matches, pass pretrained_strict=False "
+            "(model.pretrained_strict=false)"
+        )
+    loadable = {k: v for k, v in state.items() if k not in mismatched}
+    target.load_state_dict(loadable, strict=False)
+    loaded = set(loadable) if target is model else set()
+    report.fresh = [k for k in head_keys(model) if k not in loaded]
+    return report
+
+
+_HEADS = ("first_heads", "second_heads", "second_logit_scale")
 
 
 def head_keys(model: nn.Module) -> list[str]:
     """State-dict keys of a DALIP model's own heads (first/second-order poolers, second logit scale)."""
-    return [k for k in model.state_dict() if k.split(".")[0] in ("first_heads", "second_heads", "second_logit_scale")]
+    return [k for k in model.state_dict() if k.split(".")[0] in _HEADS]

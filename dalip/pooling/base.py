@@ -14,6 +14,7 @@ guide:  (B, C)    float   the [cls] / EOT token, for poolers that use it
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Iterator
 
 import torch
@@ -26,10 +27,12 @@ _VALUE_CHECKS = True
 
 @contextlib.contextmanager
 def value_checks(enabled: bool) -> Iterator[None]:
-    """Switch the data-dependent input checks (an all-padded row) on or off.
+    """Switch the data-dependent input checks (an all-padded row; NaN/Inf rows) on or off.
 
-    Shape and dtype checks always run; the value check reads the mask on the host,
-    which synchronises a GPU stream, so fast training loops may turn it off:
+    Shape and dtype checks always run; the value checks read the mask and the tokens
+    on the host (an all-padded row is an error, a row with NaN/Inf tokens a
+    ``RuntimeWarning`` naming it), which synchronises a GPU stream, so fast training
+    loops may turn them off:
 
     ```python
     with dalip.pooling.value_checks(False):
@@ -92,7 +95,27 @@ def check_pool_inputs(
         raise ValueError(f"{name}: guide must have shape (B, C)=({b}, {c}), got {tuple(guide.shape)}")
     elif not guide.is_floating_point():
         raise TypeError(f"{name}: guide must be a floating-point tensor, got {guide.dtype}")
+    if _VALUE_CHECKS and not torch.compiler.is_compiling():
+        _warn_non_finite_rows(tokens, mask, guide, name)
     return mask
+
+
+def _warn_non_finite_rows(tokens: Tensor, mask: Tensor | None, guide: Tensor | None, name: str) -> None:
+    """Warn, naming the batch rows, when real tokens or the guide hold NaN/Inf (reads values: a host sync).
+
+    The poolers keep such a row to itself (its output is non-finite, BatchNorm leaves it out
+    of its statistics), so the other rows are unaffected; the warning says which input to look at.
+    """
+    finite = torch.isfinite(tokens).all(dim=-1)  # b n
+    if mask is not None:
+        finite = finite | ~mask  # padded tokens may hold anything
+    bad = ~finite.all(dim=1)
+    if guide is not None:
+        bad = bad | ~torch.isfinite(guide).all(dim=-1)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        warnings.warn(f"{name}: NaN/Inf in the inputs of batch row(s) {rows}; the pooler keeps them to those "
+                      "rows, the other rows are unaffected", RuntimeWarning, stacklevel=3)
 
 
 class Pooler(nn.Module):

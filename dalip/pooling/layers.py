@@ -24,6 +24,25 @@ NormKind = Literal["batch", "layer", "none"]
 NORM_KINDS = ("batch", "layer", "none")
 
 
+MAX_STATISTIC_SIZE = 2**22
+"""Largest second-order statistic per sample (``heads * r (r + 1) / 2`` values): r <= 2895 for one head.
+
+Its upper-triangle index and the layers after it grow with it (``reduced_dim=100000`` would
+allocate 80 GB for the index alone), so a larger one is refused at construction."""
+
+
+def check_statistic_size(reduced_dim: int, heads: int, name: str) -> None:
+    """Refuse a ``reduced_dim`` whose statistic exceeds `MAX_STATISTIC_SIZE` (before anything is allocated)."""
+    size = heads * reduced_dim * (reduced_dim + 1) // 2
+    if size > MAX_STATISTIC_SIZE:
+        limit = int(((8 * MAX_STATISTIC_SIZE / heads + 1) ** 0.5 - 1) / 2)
+        raise ValueError(
+            f"{name}: reduced_dim={reduced_dim} gives a statistic of {size:,} values per sample "
+            f"({heads} x r (r + 1) / 2); at most {MAX_STATISTIC_SIZE:,} are supported (reduced_dim <= {limit}"
+            f"{f' with {heads} heads' if heads > 1 else ''}); typical values are 16-64"
+        )
+
+
 def _stat_dtype(x: Tensor) -> torch.dtype:
     """At least float32 (keeps float64 for gradcheck)."""
     return torch.promote_types(x.dtype, torch.float32)
@@ -57,28 +76,35 @@ class MaskedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(shape))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Normalise ``x (b, n, g, d)`` with statistics over the real tokens."""
-        xf = x.to(_stat_dtype(x))
-        # rows of d (shared: one per token and group) or of g * d (per group: one per token)
-        rows = xf.reshape(-1, self.weight.numel())
-        if not self.training or (mask is None and rows.shape[0] > 1):
+        """Normalise ``x (b, n, g, d)`` with statistics over the real tokens of the finite rows."""
+        dtype = _stat_dtype(x)
+        xf = x.to(dtype)
+        if not self.training:  # running statistics: every row on its own (one fused kernel)
+            rows = xf.reshape(-1, self.weight.numel())  # rows of d (shared) or g * d (per group)
             out = F.batch_norm(
-                rows, self.running_mean.view(-1), self.running_var.view(-1), self.weight.view(-1),
-                self.bias.view(-1), training=self.training, momentum=self.momentum, eps=self.eps,
+                rows, self.running_mean.view(-1).to(dtype), self.running_var.view(-1).to(dtype),
+                self.weight.view(-1).to(dtype), self.bias.view(-1).to(dtype), training=False, eps=self.eps,
             )
             return out.view(x.shape).to(x.dtype)
+        # Training: a batch row (sample) with any NaN/Inf is left out of the statistics and of the
+        # running-statistics update, as if it were not in the batch; its own output stays
+        # non-finite (so the loss shows it), the other rows are unaffected. Found on the device
+        # (no host sync); this costs the fused F.batch_norm kernel, ~1.7x this layer's time on a CPU.
+        finite = torch.isfinite(xf).flatten(1).all(dim=1)  # b
+        real = finite[:, None] if mask is None else mask & finite[:, None]  # b n
         dims = (0, 1, 2) if self.weight.ndim == 1 else (0, 1)  # shared: pool the groups too
-        w = xf.new_ones(x.shape[:2]) if mask is None else mask.to(xf.dtype)
-        w = w[:, :, None, None]  # b n 1 1
-        xf = xf.masked_fill(w == 0, 0)  # padded values (even inf / nan) must not leak
+        w = real.to(dtype)[:, :, None, None]  # b n 1 1
+        xs = xf.masked_fill(w == 0, 0)  # padded and non-finite values (inf / nan) must not leak
         count = w.expand(*x.shape[:-1], 1).sum(dims)  # (1,) or (g, 1)
-        mean = (xf * w).sum(dims) / count
-        var = ((xf - mean).square() * w).sum(dims) / count
-        with torch.no_grad():
+        mean = (xs * w).sum(dims) / count.clamp_min(1)
+        var = ((xs - mean).square() * w).sum(dims) / count.clamp_min(1)
+        with torch.no_grad():  # no finite row: the running statistics stay as they are
             unbiased = var * count / (count - 1).clamp_min(1)
-            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
-            self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
-        y = (xf - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+            rate = self.momentum * (count > 0).to(self.running_mean.dtype)
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), rate)
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), rate)
+        kept = xf if mask is None else xf.masked_fill(~mask[:, :, None, None], 0)  # padding -> 0, bad rows stay
+        y = (kept - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
         return y.to(x.dtype)
 
 

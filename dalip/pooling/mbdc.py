@@ -13,7 +13,14 @@ from .base import Pooler
 from .bdc import BDCScale
 from .factory import register_pooler
 from .functional import autocast_available, autocast_off, bdc, triu_flatten, triu_index
-from .layers import NormKind, TokenReduction, project_tokens, project_tokens_transposed, project_tokens_weight_grad
+from .layers import (
+    NormKind,
+    TokenReduction,
+    check_statistic_size,
+    project_tokens,
+    project_tokens_transposed,
+    project_tokens_weight_grad,
+)
 
 __all__ = ["MBDC", "ReduceWithGuideCosine", "guide_softmax", "guide_weighted_projection"]
 
@@ -177,6 +184,8 @@ class MBDC(Pooler):
             raise ValueError(f"dim={dim} channels are not divisible by heads={heads}")
         if not (eps >= 0 and math.isfinite(eps)):
             raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+        if isinstance(reduced_dim, int):
+            check_statistic_size(reduced_dim, heads, "MBDC")
         self.heads, self.reduced_dim, self.eps = heads, reduced_dim, eps
         self.guide_weighting = self.requires_guide = guide_weighting
         self.in_proj = nn.Linear(dim, dim, bias=False) if in_proj else nn.Identity()
@@ -197,9 +206,9 @@ class MBDC(Pooler):
     def statistics(self, tokens: Tensor, mask: Tensor | None = None, guide: Tensor | None = None) -> Tensor:
         """The raw per-head BDC matrices ``(B, h, r, r)`` before vectorisation (inputs unchecked)."""
         b, n, c = tokens.shape
-        x = self.in_proj(tokens).view(b, n, self.heads, c // self.heads)  # b n h d, no copy
+        x = self._in_proj(tokens).view(b, n, self.heads, c // self.heads)  # b n h d, no copy
         if self.guide_weighting:
-            g = self.in_proj(guide).view(b, self.heads, c // self.heads)  # b h d
+            g = self._in_proj(guide).view(b, self.heads, c // self.heads)  # b h d
             z = guide_weighted_projection(x, self.reduce.projection_weight, g, mask)  # b n h r
         else:
             z = self.reduce.project(x)  # b n h r
@@ -208,9 +217,26 @@ class MBDC(Pooler):
         a = bdc(z, scale=self.scale(z, head_mask), eps=self.eps, mask=head_mask)
         return rearrange(a, "(b h) r s -> b h r s", h=self.heads)
 
+    def _in_proj(self, x: Tensor) -> Tensor:
+        """The ``C -> C`` map in the tokens' dtype, as `TokenReduction` (autocast, when on, recasts)."""
+        return x if isinstance(self.in_proj, nn.Identity) else F.linear(x, self.in_proj.weight.to(x.dtype))
+
+    def _head(self, s: Tensor) -> Tensor:
+        """LayerNorm, [square Linear], Linear of the statistics ``(B, S)`` in their dtype (>= float32).
+
+        The statistics are float32, or float64 for float64 tokens, whatever the parameters'
+        dtype: so fp16 / bf16 / fp64 tokens work outside autocast as in the other poolers.
+        """
+        norm, square, out = self.head
+        dt = s.dtype
+        s = F.layer_norm(s, norm.normalized_shape, norm.weight.to(dt), norm.bias.to(dt), norm.eps)
+        if isinstance(square, nn.Linear):
+            s = F.linear(s, square.weight.to(dt), square.bias.to(dt))
+        return F.linear(s, out.weight.to(dt))
+
     def pool(self, tokens: Tensor, mask: Tensor | None, guide: Tensor | None) -> Tensor:
         a = self.statistics(tokens, mask, guide)
-        return self.head(rearrange(triu_flatten(a, self.triu_index), "b h t -> b (h t)"))
+        return self._head(rearrange(triu_flatten(a, self.triu_index), "b h t -> b (h t)"))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.heads}, reduced_dim={self.reduced_dim}, out_dim={self.out_dim}"

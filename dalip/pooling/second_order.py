@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .base import Pooler
 from .functional import triu_flatten, triu_index
-from .layers import NormKind, TokenReduction
+from .layers import NormKind, TokenReduction, check_statistic_size
 
 __all__ = ["MatrixPool"]
 
@@ -29,8 +29,10 @@ class MatrixPool(Pooler):
 
     def __init__(self, dim: int, reduced_dim: int | None = 64, norm: NormKind = "batch", triu: bool = True) -> None:
         super().__init__(dim)
-        self.reduce = None if reduced_dim is None else TokenReduction(dim, reduced_dim, norm=norm)
         r = dim if reduced_dim is None else reduced_dim
+        if isinstance(r, int):
+            check_statistic_size(r, 1, type(self).__name__ + (" (reduced_dim=None: all C channels)" if reduced_dim is None else ""))
+        self.reduce = None if reduced_dim is None else TokenReduction(dim, reduced_dim, norm=norm)
         self.reduced_dim, self.triu = r, triu
         self.out_dim = r * (r + 1) // 2 if triu else r * r
         self.register_buffer("triu_index", triu_index(r), persistent=False)

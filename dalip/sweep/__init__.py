@@ -6,7 +6,7 @@ dalip interpolate --start init --end runs/ft/checkpoint.pt --output runs/interp
 ```
 """
 
-from .aggregate import Row, collect, format_markdown, summarise, write_tables
+from .aggregate import Row, collect, summarise, sweep_markdown, write_tables
 from .runner import Run, plan_runs, run_sweep
 from .spec import SMOKE_OVERRIDES, SweepSpec, load_sweep
 
@@ -16,10 +16,10 @@ __all__ = [
     "Run",
     "SweepSpec",
     "collect",
-    "format_markdown",
     "load_sweep",
     "plan_runs",
     "run_sweep",
     "summarise",
+    "sweep_markdown",
     "write_tables",
 ]

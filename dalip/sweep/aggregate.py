@@ -10,7 +10,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Row", "collect", "format_markdown", "summarise", "write_csv", "write_tables"]
+from .._markdown import markdown_table
+from ..io import atomic_write_text
+
+__all__ = ["Row", "collect", "summarise", "sweep_markdown", "write_csv", "write_tables"]
 
 _MAIN = re.compile(r"(^|/)top\d+$|^(image_to_text|text_to_image)_R@\d+$")  # accuracies and recalls (chance_* / counts excluded)
 
@@ -102,7 +105,7 @@ def _cell(row: Row, metric: str) -> str:
     return mean if len(row.seeds) < 2 else f"{mean} +- {100 * row.std[metric]:.1f}"
 
 
-def format_markdown(rows: Sequence[Row], title: str = "Sweep results", notes: Sequence[str] = ()) -> str:
+def sweep_markdown(rows: Sequence[Row], title: str = "Sweep results", notes: Sequence[str] = ()) -> str:
     """A table per subset (rows: variant x embedding; cells: mean +- std over seeds, in %)."""
     lines = [f"# {title}", ""] + [f"{n}  " for n in notes] + ([""] if notes else [])
     lines.append("Values in %: mean +- sample standard deviation over seeds (the mean alone for one seed); "
@@ -112,11 +115,8 @@ def format_markdown(rows: Sequence[Row], title: str = "Sweep results", notes: Se
         metrics = _metrics(subset_rows)
         chance = {m: next((r.chance[m] for r in subset_rows if m in r.chance), None) for m in metrics}
         header = [m if chance[m] is None else f"{m} ({100 * chance[m]:.1f})" for m in metrics]
-        lines += ["", f"## {subset}", "", "| variant | embedding | seeds | " + " | ".join(header) + " |",
-                  "|---|---|---:|" + "---:|" * len(metrics)]
-        for r in subset_rows:
-            cells = [_cell(r, m) for m in metrics]
-            lines.append(f"| {r.variant} | {r.embedding} | {len(r.seeds)} | " + " | ".join(cells) + " |")
+        cells = [[r.variant, r.embedding, len(r.seeds), *(_cell(r, m) for m in metrics)] for r in subset_rows]
+        lines += ["", f"## {subset}", "", *markdown_table(["variant", "embedding", "seeds", *header], cells, 2)]
     return "\n".join(lines) + "\n"
 
 
@@ -125,5 +125,5 @@ def write_tables(rows: Sequence[Row], output: Path, stem: str = "results", title
     """``output/<stem>.md`` and ``output/<stem>.csv``."""
     output.mkdir(parents=True, exist_ok=True)
     md = output / f"{stem}.md"
-    md.write_text(format_markdown(rows, title, notes))
+    atomic_write_text(md, sweep_markdown(rows, title, notes))
     return md, write_csv(rows, output / f"{stem}.csv")

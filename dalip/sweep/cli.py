@@ -15,6 +15,10 @@ def _sweep(args: argparse.Namespace) -> int:
     from .spec import load_sweep
     from .summary import summarise_sweep
 
+    if args.seeds and min(args.seeds) < 0:
+        from ..train.config import ConfigError
+
+        raise ConfigError(f"--seeds must be >= 0, got {' '.join(str(s) for s in args.seeds if s < 0)}")
     spec = load_sweep(args.sweep)
     output = Path(args.output)
     runs = plan_runs(spec, output, args.seeds, args.smoke, args.overrides, args.variants)

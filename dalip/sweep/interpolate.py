@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..train.config import TrainConfig, config_from_dict
+from ..train.config import ConfigError, TrainConfig, config_from_dict
 from .aggregate import collect, summarise, write_tables
 from .plots import headline_embedding, plot_tradeoff
 
@@ -87,12 +87,12 @@ def _tradeoff_axes(results: dict, domain: str | None, general: str | None,
     subsets = list(next(iter(results.values()), {}))
     if domain is None or general is None:
         if len(subsets) < 2:
-            raise ValueError(f"the trade-off plot needs two eval sets (domain and general), the run has {subsets}; "
+            raise ConfigError(f"the trade-off plot needs two eval sets (domain and general), the run has {subsets}; "
                              "add one with eval.zero_shot")
         domain, general = domain or subsets[0], general or next(s for s in subsets if s != domain)
     missing = [s for s in (domain, general) if s not in subsets]
     if missing:
-        raise ValueError(f"eval set(s) {missing} not evaluated; the run has {subsets}")
+        raise ConfigError(f"eval set(s) {missing} not evaluated; the run has {subsets}")
     if metric is None:
         metrics = next(iter(results.values()))[domain]
         metric = next((k for k in metrics if k.endswith("/top1")), "image_to_text_R@1")
@@ -125,7 +125,7 @@ def interpolate_and_evaluate(
 
     bad = [t for t in ratios if not 0.0 <= t <= 1.0]
     if bad:
-        raise ValueError(f"interpolation ratios must be in [0, 1], got {bad}")
+        raise ConfigError(f"interpolation ratios must be in [0, 1], got {bad}")
     if not Path(end).is_file():
         raise FileNotFoundError(f"end checkpoint not found: {end}")
     state = load_training_checkpoint(end)
@@ -134,7 +134,8 @@ def interpolate_and_evaluate(
     start_weights, filled = start_state(start, config, end_weights)
     if filled:
         print(f"{len(filled)} tensors absent from {start} start from the end run's step-0 weights: {filled[:4]} ...")
-    model, tokenizer, eval_sets = build_model(config), get_tokenizer(config.model.name), build_eval_sets(config)
+    model = build_model(config, load_weights=False)  # every weight comes from the blend
+    tokenizer, eval_sets = get_tokenizer(config.model.name), build_eval_sets(config, model)
     output.mkdir(parents=True, exist_ok=True)
     folders, results = [], {}
     for i, t in enumerate(sorted(set(ratios))):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._optional import require
 from .aggregate import Row
 
 __all__ = ["headline_embedding", "plot_sweep", "plot_tradeoff"]
@@ -14,9 +15,7 @@ _PREFERENCE = ("combined", "first", "second")
 
 def _figure(figsize: tuple[float, float]):
     """A standalone figure (no pyplot state, the caller's backend untouched)."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize)
+    return require("matplotlib.figure", "train", "the sweep plots").Figure(figsize=figsize)
 
 
 def headline_embedding(embeddings: Sequence[str]) -> str:

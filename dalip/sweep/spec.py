@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ..train.config import ConfigError, TrainConfig, load_config
+from ..train.config import ConfigError, TrainConfig, load_config, read_yaml_file
 
 __all__ = ["SMOKE_OVERRIDES", "SweepSpec", "load_sweep", "run_overrides"]
 
@@ -99,16 +99,14 @@ def load_sweep(path: str | Path, validate: bool = True) -> SweepSpec:
     """Read and check a sweep file.
 
     Raises:
-        ConfigError: missing file, malformed YAML, unknown top-level key, bad
-            variant name, or a variant whose config does not validate.
+        ConfigError: missing file, non-UTF-8 or malformed YAML, unknown top-level key,
+            a duplicate key (two variants of one name), bad variant name, or a variant
+            whose config does not validate.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: malformed YAML: {err}") from None
+    data = read_yaml_file(path)  # a variant name given twice is an error, not a silent last-wins
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a sweep file must be a mapping with 'base' and 'variants'")
     unknown = set(data) - _KEYS

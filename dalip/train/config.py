@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class ModelConfig:
 
     name: str = "effl0-minilm"
     pretrained: str | None = None  # towers: an open_clip hub tag of `name` (laion2b_s34b_b88k, openai) or a .pt/.safetensors file
+    pretrained_strict: bool = True  # a pretrained file must fill every tower weight (false: load what matches)
     first_order: Any = "tower"  # "tower" | pooler name | {image: ..., text: ...}
     second_order: Any = "mbdc"  # pooler name | null | {image: ..., text: ...}
     second_options: dict = field(default_factory=dict)
@@ -92,7 +94,11 @@ class RunConfig:
     precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32
     log_every: int = 10
     checkpoint_every: int = 100
+    keep_checkpoints: int = 2  # checkpoint.pt (newest) + checkpoint-step<N>.pt; resume falls back to an intact one
     tensorboard: bool = False
+    wandb: bool = False  # also log to Weights & Biases (pip install 'dalip[wandb]'; WANDB_MODE=offline works)
+    wandb_project: str = "dalip"
+    wandb_name: str | None = None  # default: the run folder's name
     value_checks: bool = False  # data-dependent pooler input checks (sync the GPU)
 
 
@@ -231,7 +237,36 @@ def _resolve_paths(data: dict, folder: Path) -> None:
             node[keys[-1]] = str((folder / value).resolve())
 
 
-def _read_yaml(name_or_path: str | Path) -> dict:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (not last-wins)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (a later one would silently replace it)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml_file(path: Path) -> Any:
+    """The YAML document of a file; unreadable, non-UTF-8 or malformed YAML and duplicate keys are a `ConfigError`."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: malformed YAML: {err}") from None
+
+
+def _read_yaml(name_or_path: str | Path, chain: tuple[Path, ...] = ()) -> dict:
     path = Path(name_or_path)
     if not path.is_file():
         shipped = CONFIG_DIR / f"{name_or_path}.yaml"
@@ -240,17 +275,19 @@ def _read_yaml(name_or_path: str | Path) -> dict:
                 f"config {str(name_or_path)!r} is neither a file nor a shipped config ({', '.join(list_configs())})"
             )
         path = shipped
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: malformed YAML: {err}") from None
+    if path.resolve() in chain:  # `base:` cycle: a -> b -> a would recurse forever
+        cycle = " -> ".join(str(p) for p in (*chain, path.resolve()))
+        raise ConfigError(f"{path}: 'base:' cycle: {cycle}")
+    data = read_yaml_file(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
     _resolve_paths(data, path.parent)
     base = data.pop("base", None)  # configs compose: `base: quickstart` plus small overrides
     if base is not None:
-        base_path = (path.parent / base) if (path.parent / str(base)).is_file() else base
-        data = _merge(_read_yaml(base_path), data)
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: 'base' must be a config path or shipped name, got {base!r}")
+        base_path = (path.parent / base) if (path.parent / base).is_file() else base
+        data = _merge(_read_yaml(base_path, (*chain, path.resolve())), data)
     return data
 
 
@@ -295,8 +332,21 @@ def validate(config: TrainConfig) -> None:
         for name in names:
             if name not in (None, "tower") and name not in POOLERS:
                 raise ConfigError(f"model.{key}: unknown pooler {name!r}; known: {', '.join(POOLERS.list())}")
+    _validate_second_options(m)
     if config.loss.name not in LOSSES:
         raise ConfigError(f"loss.name: unknown loss {config.loss.name!r}; known: {', '.join(LOSSES.list())}")
+    try:
+        LOSSES.check_options(config.loss.name, config.loss.options)
+    except TypeError as err:
+        raise ConfigError(f"loss.options: {err}") from None
+    _validate_optim(config.optim)
+    _validate_embeddings(config)
+    try:  # the dataset kind and its options (no file is read here)
+        from ..data import create_dataset
+
+        create_dataset(dict(config.data.spec))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"data.spec: {err}") from None
     checks = [
         (0 <= m.alpha <= 1, "model.alpha must be in [0, 1]"),
         (config.optim.steps >= 1, "optim.steps must be >= 1"),
@@ -306,13 +356,80 @@ def validate(config: TrainConfig) -> None:
         (config.data.workers >= 0, "data.workers must be >= 0"),
         (config.run.precision in ("auto", "bf16", "fp32"), "run.precision must be auto, bf16 or fp32"),
         (config.run.checkpoint_every >= 1, "run.checkpoint_every must be >= 1"),
+        (config.run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),
         (config.run.log_every >= 1, "run.log_every must be >= 1"),
         (config.eval.every >= 0, "eval.every must be >= 0 (0: only at the end)"),
+        (config.eval.batch_size >= 1, "eval.batch_size must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
     validate_zero_shot(config.eval.zero_shot)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _validate_optim(o: OptimConfig) -> None:
+    """Learning rates, weight decay, eps, betas and clipping: finite and in range (NaN would train silently)."""
+    for key in ("lr", "head_lr", "weight_decay", "eps"):
+        value = getattr(o, key)
+        if not (_finite(value) and value >= 0):
+            raise ConfigError(f"optim.{key} must be a finite number >= 0, got {value!r}")
+    betas = o.betas
+    if not (len(betas) == 2 and all(_finite(b) and 0 <= b < 1 for b in betas)):
+        raise ConfigError(f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.98], got {betas!r}")
+    if o.grad_clip is not None and not (_finite(o.grad_clip) and o.grad_clip >= 0):
+        raise ConfigError(f"optim.grad_clip must be null/0 (no clipping) or a finite number > 0, got {o.grad_clip!r}")
+
+
+def _validate_second_options(m: ModelConfig) -> None:
+    """``model.second_options`` against the signature of each tower's second-order pooler.
+
+    Options stay as given when ``model.second_order`` changes (an override cannot know which
+    ones belonged to the old pooler), so a pooler that does not take them is an error that
+    says how to clear them.
+    """
+    from ..models.dalip_model import _per_tower
+    from ..pooling import POOLERS
+
+    try:
+        poolers, options = _per_tower(m.second_order, "second_order"), _per_tower(m.second_options, "second_options")
+    except ValueError as err:
+        raise ConfigError(f"model.{err}") from None
+    for tower, name in poolers.items():
+        given = options[tower] or {}
+        if name is None or not given:
+            continue
+        if not isinstance(given, dict):
+            raise ConfigError(f"model.second_options: {tower} options must be a mapping, got {given!r}")
+        valid = [p for p in POOLERS.valid_options(name) if p != "dim"]
+        unknown = sorted(set(given) - set(valid) - {"dim"})
+        if unknown:
+            raise ConfigError(
+                f"model.second_options: pooler {name!r} ({tower} tower) does not take {', '.join(unknown)} "
+                f"(its options: {', '.join(valid)}). Options written for another pooler? Clear them with "
+                f"model.second_options={{}} or give this pooler's own, e.g. model.second_options={{{valid[0]}: ...}}"
+            )
+
+
+def _validate_embeddings(config: TrainConfig) -> None:
+    """``eval.embeddings``: known names; second / combined need a second-order head."""
+    from ..eval.encode import EMBEDDINGS
+
+    embeddings = config.eval.embeddings
+    if embeddings is None:
+        return
+    if not embeddings:
+        raise ConfigError(f"eval.embeddings: an empty list; give some of {', '.join(EMBEDDINGS)} or null (all)")
+    unknown = [e for e in embeddings if e not in EMBEDDINGS]
+    if unknown:
+        raise ConfigError(f"eval.embeddings: unknown {unknown}; choose from {', '.join(EMBEDDINGS)}")
+    needs_second = sorted(set(embeddings) - {"first"})
+    if needs_second and config.model.second_order is None:
+        raise ConfigError(f"eval.embeddings: {', '.join(needs_second)} need a second-order head "
+                          "(model.second_order is null); use [first]")
 
 
 ZERO_SHOT_KEYS = ("name", "path", "classnames", "templates", "img_key", "label_key", "separator")
@@ -353,5 +470,7 @@ def config_to_dict(config: TrainConfig) -> dict:
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    """Write the fully resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    """Write the fully resolved config as YAML (atomically: a kill never leaves a torn ``config.yaml``)."""
+    from ..io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -1,14 +1,24 @@
-"""torchrun / single-process set-up: rank, world size, device, process group."""
+"""Process set-up for torchrun, SLURM (``srun``) or one process: rank, world size, device, process group.
+
+- ``torchrun``: ``RANK`` / ``LOCAL_RANK`` / ``WORLD_SIZE`` and its rendezvous (``env://``).
+- ``srun ... dalip train`` (one task per GPU, as open_clip's trainer): ``SLURM_PROCID`` /
+  ``SLURM_LOCALID`` / ``SLURM_NTASKS``; the rendezvous is ``MASTER_ADDR:MASTER_PORT`` when set,
+  else the first node of ``SLURM_JOB_NODELIST`` and a port derived from ``SLURM_JOB_ID``
+  (every task of a job computes the same). A single SLURM task runs without a process group.
+
+No environment variable is set or changed.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed"]
+__all__ = ["DistInfo", "init_distributed", "slurm_rendezvous"]
 
 
 @dataclass(frozen=True)
@@ -23,16 +33,56 @@ class DistInfo:
         return self.rank == 0
 
 
+def _first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``"gpu[03-05,09],cpu1"`` -> ``"gpu03"``."""
+    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not match:
+        raise ValueError(f"cannot read the SLURM node list {nodelist!r}; set MASTER_ADDR")
+    prefix, ranges = match.groups()
+    return prefix + (re.split(r"[-,]", ranges)[0] if ranges else "")
+
+
+def slurm_rendezvous(env: dict[str, str] | None = None) -> str:
+    """``tcp://HOST:PORT`` of a SLURM job: ``MASTER_ADDR`` / ``MASTER_PORT`` when set, else derived.
+
+    HOST defaults to the first node of ``SLURM_JOB_NODELIST`` (``SLURM_NODELIST``), PORT to
+    ``20000 + SLURM_JOB_ID % 20000``, so every task of a job agrees without a shared file.
+
+    Raises:
+        ValueError: no ``MASTER_ADDR`` and no node list to derive it from.
+    """
+    env = dict(os.environ) if env is None else env
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if "MASTER_ADDR" in env:
+        host = env["MASTER_ADDR"]
+    elif nodelist:
+        host = _first_host(nodelist)
+    else:
+        raise ValueError("SLURM task without MASTER_ADDR or SLURM_JOB_NODELIST: set MASTER_ADDR and MASTER_PORT")
+    port = env.get("MASTER_PORT") or str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)
+    return f"tcp://{host}:{port}"
+
+
+def _ranks() -> tuple[int, int, int, str | None]:
+    """``(rank, local_rank, world_size, init_method)``: torchrun's variables first, then SLURM's."""
+    env = os.environ
+    if "RANK" in env:  # torchrun (also when torchrun runs inside a SLURM job)
+        return int(env["RANK"]), int(env.get("LOCAL_RANK", "0")), int(env.get("WORLD_SIZE", "1")), "env://"
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return (int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", "0")), int(env["SLURM_NTASKS"]),
+                slurm_rendezvous())
+    return 0, 0, 1, None
+
+
 def init_distributed() -> DistInfo:
-    """Join the process group when launched by ``torchrun`` (NCCL on GPU, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    """Join the process group when launched by ``torchrun`` or ``srun`` (NCCL on GPU, gloo on CPU)."""
+    rank, local, world, init_method = _ranks()
     if torch.cuda.is_available():
-        device = torch.device("cuda", local)
+        device = torch.device("cuda", local % torch.cuda.device_count())  # srun --gpus-per-task: one visible GPU
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    if "RANK" in os.environ and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if init_method is not None and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=init_method,
+                                rank=rank, world_size=world)
     return DistInfo(rank, local, world, device)

@@ -92,19 +92,22 @@ def evaluate_checkpoint(
     With ``zero_shot`` (``{name: ZeroShotSet}``), only those sets are evaluated, or
     also the run's own (its data eval sets and ``eval.zero_shot``) with ``run_sets``.
     The JSON goes to ``output``, by default ``eval.json`` (``zero_shot.json`` with
-    ``zero_shot``) beside the checkpoint.
+    ``zero_shot``) beside the checkpoint; when that file exists (e.g. the run's own final
+    evaluation), a new ``eval-2.json``, ``eval-3.json``, ... instead: a default never
+    replaces earlier results (an explicit ``output`` is written as given).
     """
     from ..models import get_tokenizer
     from .data_loading import build_eval_sets
+    from .run_folder import unused_path
     from .run_loading import load_run
 
     checkpoint = Path(checkpoint)
     model, config = load_run(checkpoint, overrides)
     tokenizer = get_tokenizer(config.model.name)
     if zero_shot is None:
-        output = Path(output) if output else checkpoint.parent / "eval.json"
+        output = Path(output) if output else unused_path(checkpoint.parent / "eval.json")
         return evaluate_run(model, tokenizer, build_eval_sets(config, model), config, output)
-    output = Path(output) if output else checkpoint.parent / "zero_shot.json"
+    output = Path(output) if output else unused_path(checkpoint.parent / "zero_shot.json")
     if run_sets:
         own = _with_zero_shot(build_eval_sets(config, model), zero_shot_sets(config))
         return evaluate_run(model, tokenizer, own, config, output, zero_shot)

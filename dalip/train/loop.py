@@ -4,158 +4,115 @@ One optimizer step = ``accum_steps`` micro-batches. The data order, the
 augmentation of every sample and the model's dropout are functions of the seed
 and the step, and every checkpoint stores the RNG state, so a resumed run
 produces the same subsequent losses as an uninterrupted one (on CPU).
+
+The run's parts are built by `dalip.train.builders`; `Trainer` holds them and
+runs the steps, logging, checkpoints and evaluations of one call of `train`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import json
-import logging
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..losses import create_loss
-from ..models import DALIPModel, create_model, get_tokenizer
+from ..models import get_tokenizer
 from ..pooling import value_checks
-from .checkpoint import atomic_save, capture_rng, load_training_checkpoint, restore_rng
-from .config import TrainConfig, config_to_dict, save_config
-from .data_loading import TrainBatches, build_data
-from .distributed import init_distributed
-from .schedule import warmup_cosine
+from .builders import autocast, build_loss, build_model, build_optimizer, build_scheduler, set_train_mode
+from .checkpoint import (
+    capture_rng,
+    list_checkpoints,
+    load_training_checkpoint,
+    restore_rng,
+    save_training_checkpoint,
+)
+from .config import ConfigError, TrainConfig, config_to_dict, save_config
+from .data_loading import RunData, TrainBatches, build_data
+from .distributed import DistInfo, init_distributed
+from .evaluate import evaluate_run, finish_run
+from .metrics_log import METRICS, MetricsLog, read_metrics
+from .run_folder import RunFolderError, RunLock, check_resume_config, claim_run_folder
 
-__all__ = ["build_model", "build_optimizer", "train"]
-
-log = logging.getLogger("dalip.train")
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
+__all__ = ["MicroBatches", "NonFiniteLossError", "Trainer", "build_model", "build_optimizer", "train"]
 
 
-def build_model(config: TrainConfig, load_weights: bool = True) -> DALIPModel:
-    """The DALIP model of a config, with tower locking and gradient checkpointing applied.
+class NonFiniteLossError(ValueError):
+    """Training diverged: a non-finite loss (or non-finite weights after a step).
 
-    ``load_weights=False`` builds the architecture only (no ``model.pretrained``, hub or
-    packaged weights), for loading a checkpoint that holds every weight.
+    The run stops at the next logging / checkpoint step without writing a
+    checkpoint or evaluating; the checkpoints written before stay as they were.
     """
-    m = config.model
-    model = create_model(
-        m.name,
-        pretrained=m.pretrained if load_weights else None,
-        first_order=m.first_order,
-        second_order=m.second_order,
-        second_options=m.second_options,
-        alpha=m.alpha,
-        separate_second_scale=m.separate_second_scale,
-        pretrained_towers=load_weights,
-        **m.open_clip,
-    )
-    if load_weights and (m.pretrained or ":" in m.name):  # say where the towers came from
-        print(f"model {m.name}: {model.load_report}", flush=True)
-    if m.lock_image:
-        with warnings.catch_warnings():  # open_clip imports timm's deprecated helpers module
-            warnings.simplefilter("ignore", FutureWarning)
-            # open_clip's own BN freezing turns timm's BatchNormAct2d into a plain frozen BN and
-            # drops its activation (EfficientNet's outputs then explode); timm's keeps it
-            model.clip.lock_image_tower(unlocked_groups=m.unlocked_image_groups, freeze_bn_stats=False)
-        trunk = getattr(model.clip.visual, "trunk", None)
-        if trunk is not None and m.unlocked_image_groups == 0:
-            from timm.layers import freeze_batch_norm_2d
-
-            model.clip.visual.trunk = freeze_batch_norm_2d(trunk)
-    if m.lock_text:
-        model.clip.lock_text_tower(unlocked_layers=m.unlocked_text_layers, freeze_layer_norm=True)
-    if m.grad_checkpointing:
-        model.clip.set_grad_checkpointing(True)
-    if m.channels_last:  # 4-d (conv) weights only; convolutions then run NHWC, inputs may stay NCHW
-        model.to(memory_format=torch.channels_last)
-    return model
 
 
-def set_train_mode(model: DALIPModel, config: TrainConfig) -> None:
-    """Train mode, except fully locked towers stay in eval mode (no dropout, fixed norms)."""
-    model.train()
-    m = config.model
-    if m.lock_image and m.unlocked_image_groups == 0:
-        model.clip.visual.eval()
-    if m.lock_text and m.unlocked_text_layers == 0:
-        getattr(model.clip, "text", getattr(model.clip, "transformer", None)).eval()
+NOT_DIVERGED = torch.iinfo(torch.int64).max
+_ADVICE = "lower optim.lr / optim.head_lr, set optim.grad_clip, or use run.precision=fp32"
 
 
-def build_optimizer(model: DALIPModel, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW: towers at ``lr``, new heads (and ``head_patterns``) at ``head_lr``; no decay on
-    gains, biases, norms and the logit scale."""
-    o = config.optim
-    heads = {id(p) for p in model.head_parameters()}
-    heads |= {id(p) for n, p in model.named_parameters() if any(fnmatch.fnmatchcase(n, pat) for pat in o.head_patterns)}
-    groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "heads": [], "heads_no_decay": []}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        no_decay = p.ndim < 2 or "logit_scale" in name or "logit_bias" in name
-        key = ("heads" if id(p) in heads else "decay") if not no_decay else ("heads_no_decay" if id(p) in heads else "no_decay")
-        groups[key].append(p)
-    lr = {"decay": o.lr, "no_decay": o.lr, "heads": o.head_lr, "heads_no_decay": o.head_lr}
-    decay = {"decay": o.weight_decay, "heads": o.weight_decay, "no_decay": 0.0, "heads_no_decay": 0.0}
-    params = [{"params": ps, "lr": lr[k], "weight_decay": decay[k], "name": k} for k, ps in groups.items() if ps]
-    fused = next(model.parameters()).is_cuda
-    return torch.optim.AdamW(params, betas=tuple(o.betas), eps=o.eps, fused=fused or None)
+def _divergence(diverged: torch.Tensor) -> NonFiniteLossError | None:
+    """The error for the on-device first-diverged-step flag, agreed by every process (the earliest)."""
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(diverged, op=torch.distributed.ReduceOp.MIN)
+    step = int(diverged.item())
+    if step == NOT_DIVERGED:
+        return None
+    return NonFiniteLossError(f"non-finite loss at step {step} (NaN/Inf); the run stopped there without saving "
+                              f"or evaluating it, and the checkpoints written before are kept: {_ADVICE}")
 
 
-def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    precision = config.run.precision
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+def _check_finite_weights(model: nn.Module, step: int) -> None:
+    """Raise `NonFiniteLossError` when a parameter or buffer holds NaN/Inf (one host read, before a save)."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    if tensors and not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+        bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+        raise NonFiniteLossError(f"non-finite weights after step {step} ({', '.join(bad[:3])}"
+                                 f"{', ...' if len(bad) > 3 else ''}); not saved, the checkpoints written "
+                                 f"before are kept: {_ADVICE}")
 
 
-class MetricsLog:
-    """Metrics as JSON lines (and TensorBoard scalars when ``run.tensorboard``)."""
-
-    def __init__(self, output: Path, rows: list[dict], tensorboard: bool) -> None:
-        self.path, self.rows = output / METRICS, rows
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # drop steps after the checkpoint
-        self.writer = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as err:
-                raise ImportError("run.tensorboard=true needs the 'tensorboard' package (pip install tensorboard)") from err
-            self.writer = SummaryWriter(str(output / "tensorboard"))
-
-    def write(self, row: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        self.rows.append(row)
-        if self.writer is not None:
-            for key, value in row.items():
-                if key != "step":
-                    self.writer.add_scalar(key, value, row["step"])
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+MAX_EMPTY_BATCHES = 20
+"""Consecutive micro-batches without one readable sample after which a run stops (the data is unreadable)."""
 
 
-def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r.get("step", 0) <= up_to_step]
+class MicroBatches:
+    """Micro-batches from ``start`` on, skipping those without a readable sample.
 
+    A skipped batch's samples are counted in the next batch's ``skipped``; ``micro`` is
+    the next micro-batch index (stored in checkpoints, so a resumed run reads the same data).
 
-def _micro_batches(batches: TrainBatches, start: int) -> Iterator[Any]:
-    micro = start
-    while True:
-        yield batches.get(micro)
-        micro += 1
+    Raises:
+        ConfigError: `MAX_EMPTY_BATCHES` consecutive batches had no readable sample (the
+            message names the first bad files this process saw).
+    """
+
+    def __init__(self, batches: TrainBatches, start: int) -> None:
+        self.batches, self.micro = batches, start
+
+    def __iter__(self) -> MicroBatches:
+        return self
+
+    def __next__(self) -> Any:
+        skipped = 0
+        for _ in range(MAX_EMPTY_BATCHES):
+            batch = self.batches.get(self.micro)
+            self.micro += 1
+            if len(batch):
+                batch.skipped += skipped
+                return batch
+            skipped += batch.skipped
+        from ..data.batch import first_bad_samples
+
+        bad = first_bad_samples()
+        raise ConfigError(
+            f"data: no readable sample in the last {MAX_EMPTY_BATCHES} batches ({skipped} samples); first bad files: "
+            + (", ".join(bad) if bad else "named in the warnings of the data-loader workers above")
+        )
 
 
 @dataclass
@@ -197,7 +154,7 @@ def _train_step(net, model, loss_fn, tokenizer, micro_iter, optimizer, scheduler
         texts = tokenizer(batch.texts).to(dist_info.device, non_blocking=True)
         last = micro == o.accum_steps - 1
         no_sync = net.no_sync() if isinstance(net, DistributedDataParallel) and not last else contextlib.nullcontext()
-        with no_sync, _autocast(config, dist_info.device):
+        with no_sync, autocast(config, dist_info.device):
             out = net(images, texts)
             loss, parts = loss_fn(**out, output_dict=True)
         (loss / o.accum_steps).backward()
@@ -216,123 +173,211 @@ def _train_step(net, model, loss_fn, tokenizer, micro_iter, optimizer, scheduler
     return stats
 
 
-def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
-    """Train, checkpoint, evaluate; returns the evaluation results (main process).
+def _raise_on_every_rank(error: Exception | None, dist_info: DistInfo, output: Path) -> None:
+    """Raise ``error`` of the main process in every process (the others would wait for it forever)."""
+    if torch.distributed.is_initialized():
+        flag = torch.tensor([0 if error is None else 1], device=dist_info.device)
+        torch.distributed.all_reduce(flag)
+        if flag.item() and error is None:
+            error = RunFolderError(f"the main process refused the run folder {output} (see its error)")
+    if error is not None:
+        raise error
+
+
+class Trainer:
+    """One call of `train` in a claimed run folder: the run's parts, its state, and the loop.
 
     Args:
         config: the resolved config.
-        output: run folder: ``config.yaml``, ``metrics.jsonl``, ``checkpoint.pt``,
-            ``eval.json``, ``training.png``.
-        resume: continue from ``output/checkpoint.pt`` when it exists.
-        stop_after: stop (with a checkpoint) after this many optimizer steps in
-            this call, without the final evaluation (for tests and job limits).
+        output: the run folder (claimed and locked by `train`).
+        resume: continue from the newest intact checkpoint in ``output``.
     """
-    dist_info = init_distributed()
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.run.seed)
-    model = build_model(config).to(dist_info.device)
-    tokenizer = get_tokenizer(config.model.name)
-    loss_options = dict(config.loss.options)
-    if config.loss.name == "distribution":
-        loss_options.setdefault("alpha", config.model.alpha)
-    loss_fn = create_loss(config.loss.name, **loss_options)
-    optimizer = build_optimizer(model, config)
-    o = config.optim
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, o.warmup_steps, o.steps))
-    data = build_data(config, dist_info, model)
 
-    step, metrics = 0, []
-    checkpoint_path = output / CHECKPOINT
-    if resume and checkpoint_path.is_file():
-        state = load_training_checkpoint(checkpoint_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = int(state["step"])
+    def __init__(self, config: TrainConfig, output: Path, resume: bool) -> None:
+        self.config, self.output = config, output
+        self.dist = init_distributed()
+        output.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(config.run.seed)
+        self.model = build_model(config).to(self.dist.device)
+        self.tokenizer = get_tokenizer(config.model.name)
+        self.loss_fn = build_loss(config)
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = build_scheduler(self.optimizer, config)
+        self.data: RunData = build_data(config, self.dist, self.model)
+        self.step, self.metrics, micro = 0, [], 0
+        if resume:
+            micro = self._resume()
+        self.micro_batches = MicroBatches(self.data.train, micro)
+        self.log = self._open_log() if self.dist.is_main else None
+        self.net = self._wrap(self.model)
+
+    # ------------------------------------------------------------------ set-up
+    def _resume(self) -> int:
+        """Restore the newest intact checkpoint (corrupt ones were set aside); the next micro-batch."""
+        found = list_checkpoints(self.output)
+        if not found:
+            return 0
+        state = load_training_checkpoint(found[0])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
         restore_rng(state["rng"])
-        metrics = _read_metrics(output / METRICS, step)
-        if dist_info.is_main:
-            print(f"resumed from {checkpoint_path} at step {step}/{o.steps}")
-    log_metrics = None
-    if dist_info.is_main:
-        save_config(config, output / "config.yaml")
-        log_metrics = MetricsLog(output, metrics, config.run.tensorboard)
+        self.metrics = read_metrics(self.output / METRICS, self.step)
+        if self.dist.is_main:
+            print(f"resumed from {found[0]} at step {self.step}/{self.config.optim.steps}")
+        return int(state.get("micro", self.step * self.config.optim.accum_steps))
 
-    net: nn.Module = model
-    if dist_info.world_size > 1:
-        net = DistributedDataParallel(model, device_ids=[dist_info.device] if dist_info.device.type == "cuda" else None)
-    if config.model.compile:
-        net = torch.compile(net)
+    def _open_log(self) -> MetricsLog:
+        config = self.config
+        save_config(config, self.output / "config.yaml")
+        wandb = {"project": config.run.wandb_project, "name": config.run.wandb_name,
+                 "config": config_to_dict(config)} if config.run.wandb else None
+        return MetricsLog(self.output, self.metrics, config.run.tensorboard, wandb)
 
-    def save_checkpoint() -> None:
-        if dist_info.is_main:
-            atomic_save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "step": step,
-                    "rng": capture_rng(),
-                    "config": config_to_dict(config),
-                },
-                checkpoint_path,
-            )
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """DistributedDataParallel over several processes, then ``torch.compile`` when asked for."""
+        net: nn.Module = model
+        if self.dist.world_size > 1:
+            device_ids = [self.dist.device] if self.dist.device.type == "cuda" else None
+            net = DistributedDataParallel(model, device_ids=device_ids)
+        return torch.compile(net) if self.config.model.compile else net
 
-    def evaluate_during_training(at_step: int) -> None:
-        if dist_info.is_main:
-            from .evaluate import evaluate_run
+    # ---------------------------------------------------------------- per step
+    def save_checkpoint(self) -> None:
+        """Checkpoint the run (never a diverged model; only the main process writes)."""
+        _check_finite_weights(self.model, self.step)  # every rank (same weights)
+        if self.dist.is_main:
+            state = {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": self.step,
+                "micro": self.micro_batches.micro,  # the next micro-batch (empty ones are skipped)
+                "rng": capture_rng(),
+                "config": config_to_dict(self.config),
+            }
+            save_training_checkpoint(state, self.output, self.config.run.keep_checkpoints)
 
-            evaluate_run(model, tokenizer, data.eval_sets, config, output / f"eval_step{at_step}.json")
+    def evaluate(self) -> None:
+        """The ``eval.every`` evaluation into ``eval_step<N>.json`` (main process; the others wait)."""
+        if self.dist.is_main:
+            evaluate_run(self.model, self.tokenizer, self.data.eval_sets, self.config,
+                         self.output / f"eval_step{self.step}.json")
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
 
-    micro_iter = _micro_batches(data.train, step * o.accum_steps)
-    target = o.steps if stop_after is None else min(o.steps, step + stop_after)
-    skipped_total = sum(r.get("skipped", 0) for r in metrics)
-    bar = tqdm(total=o.steps, initial=step, desc="train", unit="step", disable=not dist_info.is_main)
-    window = StepStats.empty(dist_info.device)
-    window_start = time.perf_counter()
-    with value_checks(config.run.value_checks):
-        while step < target:
-            set_train_mode(model, config)
-            stats = _train_step(net, model, loss_fn, tokenizer, micro_iter, optimizer, scheduler, config, dist_info)
-            window.add(stats)
-            step += 1
-            skipped_total += stats.skipped
-            bar.update(1)
-            if dist_info.is_main and (step % config.run.log_every == 0 or step == target):
-                elapsed = time.perf_counter() - window_start
-                row = {
-                    "step": step,
-                    **window.means(),
-                    "lr": scheduler.get_last_lr()[0],
-                    "head_lr": scheduler.get_last_lr()[-1],
-                    "logit_scale": model.clip.logit_scale.exp().item(),
-                    "images_per_s": window.images * dist_info.world_size / max(elapsed, 1e-9),
-                    "skipped": window.skipped,
-                }
-                if dist_info.device.type == "cuda":  # peak since the start of the run, this process
-                    row["max_memory_gib"] = torch.cuda.max_memory_allocated(dist_info.device) / 2**30
-                window, window_start = StepStats.empty(dist_info.device), time.perf_counter()
-                log_metrics.write(row)
-                bar.set_postfix(loss=f"{row['loss']:.3f}")
-            if step % config.run.checkpoint_every == 0 or step == target:
-                save_checkpoint()
-            if config.eval.every and step % config.eval.every == 0 and step < o.steps:
-                evaluate_during_training(step)
-    bar.close()
-    if log_metrics is not None:
-        log_metrics.close()
-    if skipped_total and dist_info.is_main:
-        print(f"skipped {skipped_total} unreadable samples (see the log for their paths)")
-    if step < o.steps:
-        return {}
-    results: dict = {}
-    if dist_info.is_main:
-        from .evaluate import finish_run
+    def log_window(self, window: StepStats, elapsed: float) -> dict:
+        """Write one metrics row for the steps of ``window`` (one host sync)."""
+        lrs = self.scheduler.get_last_lr()
+        row = {
+            "step": self.step,
+            **window.means(),
+            "lr": lrs[0],
+            "head_lr": lrs[-1],
+            "logit_scale": self.model.clip.logit_scale.exp().item(),
+            "images_per_s": window.images * self.dist.world_size / max(elapsed, 1e-9),
+            "skipped": window.skipped,
+        }
+        if self.dist.device.type == "cuda":  # peak since the start of the run, this process
+            row["max_memory_gib"] = torch.cuda.max_memory_allocated(self.dist.device) / 2**30
+        self.log.write(row)
+        return row
 
-        results = finish_run(model, tokenizer, data, config, output, metrics)
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    return results
+    def _reads_values(self, step: int, last: bool) -> bool:
+        """Whether this step logs, checkpoints or evaluates (it reads values anyway)."""
+        run, every = self.config.run, self.config.eval.every
+        return step % run.log_every == 0 or step % run.checkpoint_every == 0 or last or bool(every and step % every == 0)
+
+    # -------------------------------------------------------------------- loop
+    def run(self, stop_after: int | None = None) -> dict:
+        """Train up to ``optim.steps`` (or ``stop_after`` more steps), then evaluate at the end."""
+        config, steps = self.config, self.config.optim.steps
+        target = steps if stop_after is None else min(steps, self.step + stop_after)
+        skipped_total = sum(r.get("skipped", 0) for r in self.metrics)
+        bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", disable=not self.dist.is_main)
+        window, window_start = StepStats.empty(self.dist.device), time.perf_counter()
+        diverged = torch.full((), NOT_DIVERGED, device=self.dist.device)  # the first step with a non-finite loss
+        try:
+            with value_checks(config.run.value_checks):
+                while self.step < target:
+                    set_train_mode(self.model, config)
+                    stats = _train_step(self.net, self.model, self.loss_fn, self.tokenizer, self.micro_batches,
+                                        self.optimizer, self.scheduler, config, self.dist)
+                    window.add(stats)
+                    self.step += 1
+                    skipped_total += stats.skipped
+                    bar.update(1)
+                    diverged = torch.where(torch.isfinite(stats.loss), diverged, diverged.clamp_max(self.step))
+                    last = self.step == target
+                    if self._reads_values(self.step, last) and (error := _divergence(diverged)) is not None:
+                        raise error
+                    if self.dist.is_main and (self.step % config.run.log_every == 0 or last):
+                        row = self.log_window(window, time.perf_counter() - window_start)
+                        window, window_start = StepStats.empty(self.dist.device), time.perf_counter()
+                        bar.set_postfix(loss=f"{row['loss']:.3f}")
+                    if self.step % config.run.checkpoint_every == 0 or last:
+                        self.save_checkpoint()
+                    if config.eval.every and self.step % config.eval.every == 0 and self.step < steps:
+                        self.evaluate()
+        finally:
+            bar.close()
+            if self.log is not None:
+                self.log.close()
+        if skipped_total and self.dist.is_main:
+            print(f"skipped {skipped_total} unreadable samples (see the log for their paths)")
+        if self.step < steps:
+            return {}
+        results: dict = {}
+        if self.dist.is_main:
+            results = finish_run(self.model, self.tokenizer, self.data, config, self.output, self.metrics)
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        return results
+
+
+def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_after: int | None = None,
+          overwrite: bool = False) -> dict:
+    """Train, checkpoint, evaluate; returns the evaluation results (main process).
+
+    A folder that already holds a run is refused unless ``resume`` or ``overwrite``
+    is given, and ``output/.lock`` keeps a second process from writing the same run
+    (`dalip.train.run_folder`). A resumed run must keep every setting that alters
+    it (`dalip.train.run_folder.check_resume_config`).
+
+    Args:
+        config: the resolved config.
+        output: run folder: ``config.yaml``, ``metrics.jsonl``, ``checkpoint.pt`` (the newest;
+            older ones ``checkpoint-step<N>.pt``, see ``run.keep_checkpoints``),
+            ``eval.json``, ``training.png``.
+        resume: continue from the newest intact checkpoint in ``output`` when there is one.
+        stop_after: stop (with a checkpoint) after this many optimizer steps in
+            this call, without the final evaluation (for tests and job limits).
+        overwrite: delete the run already in ``output`` (its own files only) and start again.
+
+    Raises:
+        RunFolderError: the folder holds a run (without ``resume`` / ``overwrite``), another
+            process writes it, or ``resume`` asks for changed settings (all listed).
+        CorruptCheckpointError: ``resume`` found checkpoints, none of them intact.
+    """
+    dist_info = init_distributed()
+    output = Path(output)
+    lock, error = RunLock(output), None
+    if dist_info.is_main:
+        try:
+            lock.acquire()
+            try:
+                claim_run_folder(output, resume, overwrite)
+                if resume:
+                    check_resume_config(output, config)
+            except BaseException:
+                lock.release()
+                raise
+        except ValueError as err:  # RunFolderError, CorruptCheckpointError, ConfigError
+            error = err
+    _raise_on_every_rank(error, dist_info, output)
+    try:
+        return Trainer(config, output, resume).run(stop_after)
+    finally:
+        if dist_info.is_main:
+            lock.release()

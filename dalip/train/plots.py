@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._optional import require
+
 __all__ = ["plot_run"]
 
 
 def plot_run(metrics: list[dict], results: dict, path: str | Path) -> Path:
     """Two panels: training loss per step; zero-shot top-1 per task, subset and embedding (with chance)."""
-    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are untouched
+    # no pyplot: the caller's backend and figures are untouched
+    Figure = require("matplotlib.figure", "train", "the run plot").Figure
 
     fig = Figure(figsize=(12, 4.2))
     left, right = fig.subplots(1, 2)

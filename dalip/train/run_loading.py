@@ -30,7 +30,7 @@ def load_run(checkpoint_path: str | Path, overrides: list[str] | None = None) ->
         FileNotFoundError: no checkpoint at the path.
         ValueError: not a dalip training checkpoint (``ConfigError`` for a bad stored config).
     """
-    from .loop import build_model
+    from .builders import build_model
 
     state = load_training_checkpoint(checkpoint_path)
     if "config" not in state:

@@ -44,7 +44,7 @@ loss_fn = dalip.create_loss("distribution", alpha=0.3, aux={"coral": 0.5})
 total, parts = loss_fn(**outputs, output_dict=True)
 print(loss_fn.weights)  # {'first': 0.3, 'second': 0.7, 'coral': 0.5}
 clip_first = dalip.create_loss("clip")(**outputs)
-clip_second = dalip.create_loss("clip", features="second")(**outputs)
+clip_second = dalip.create_loss("clip", order="second")(**outputs)
 coral = dalip.create_loss("coral")(**outputs)
 assert torch.allclose(total, 0.3 * clip_first + 0.7 * clip_second + 0.5 * coral)
 assert torch.allclose(parts["second"], clip_second)  # parts are unweighted
@@ -70,7 +70,7 @@ assert cs(**outputs) >= 0 and cs(**{**outputs, "text_features": x}).abs() < 1e-5
 # --8<-- [start:combined]
 loss_fn = dalip.create_loss("combined", terms={
     "clip": 1.0,  # registered name, default options
-    "siglip2": {"loss": "siglip", "weight": 0.5, "features": "second"},
+    "siglip2": {"loss": "siglip", "weight": 0.5, "order": "second"},
     "cs": {"loss": "cauchy_schwarz", "weight": 0.1, "sigma": 0.5},
 })
 total, parts = loss_fn(**outputs, output_dict=True)

@@ -23,14 +23,14 @@ class CosineGapLoss(PairLoss):
     """Mean cosine distance between each image and its own caption.
 
     Args:
-        features: which pair, ``"first"`` or ``"second"``.
+        order: the order of the statistic, ``"first"`` or ``"second"``.
         margin: distances below the margin cost nothing.
     """
 
     part_name = "cosine_gap"  # the name of its part in output_dict / metrics
 
-    def __init__(self, features: str = "first", margin: float = 0.0) -> None:
-        super().__init__(features)  # validates features
+    def __init__(self, order: str = "first", margin: float = 0.0) -> None:
+        super().__init__(order)  # validates order
         self.margin = margin
 
     def value(self, outputs) -> Tensor:
@@ -48,7 +48,7 @@ outputs = {"image_features": unit(), "text_features": unit(),
            "logit_scale": torch.tensor(14.3)}
 
 print(dalip.list_losses("cos*"))  # ['cosine_gap']
-loss_fn = dalip.create_loss("cosine_gap", features="second", margin=0.1)
+loss_fn = dalip.create_loss("cosine_gap", order="second", margin=0.1)
 print(loss_fn(**outputs))
 
 # a registered loss is a term anywhere a term spec is accepted
@@ -78,5 +78,5 @@ except dalip.UnknownComponentError as err:
 try:
     dalip.create_loss("cosine_gap", margn=0.1)
 except TypeError as err:
-    print(err)  # names the valid options: features, margin
+    print(err)  # names the valid options: order, margin
 # --8<-- [end:errors]

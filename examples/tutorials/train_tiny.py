@@ -7,18 +7,12 @@ Blocks between the ``--8<--`` markers are included in that page.
 Run: python examples/tutorials/train_tiny.py [OUTPUT]   (default: a temporary folder)
 """
 
-import json
-import sys
-import tempfile
+# --8<-- [start:config]
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository root, wherever you run from
-output = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp()) / "tiny"
-
-# --8<-- [start:config]
 from dalip.train import load_config
 
-assets = ROOT / "tests" / "assets"
+assets = Path(__file__).resolve().parents[2] / "tests" / "assets"  # the repository's test assets
 config = load_config(assets / "tiny-train.yaml", [  # `base: quickstart` + a 0.4 M-parameter model
     "optim.steps=3",
     "data.spec.eval_subsets=[domain]",  # evaluate on the 46 held-out domain images
@@ -29,7 +23,12 @@ print(config.model.second_order, config.model.second_options, config.loss.name)
 # --8<-- [end:config]
 
 # --8<-- [start:train]
+import sys
+import tempfile
+
 from dalip.train import train
+
+output = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp()) / "tiny"  # the run folder
 
 train(config, output, stop_after=2)  # 2 steps, checkpoint, stop (like a killed job)
 results = train(config, output, resume=True)  # steps 3..3, then evaluate
@@ -38,6 +37,8 @@ print(sorted(p.name for p in output.iterdir()))
 # --8<-- [end:train]
 
 # --8<-- [start:outputs]
+import json
+
 rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
 print(rows[-1]["step"], sorted(rows[-1]))  # 3 ['head_lr', 'images_per_s', 'logit_scale', 'loss', 'loss/first', ...]
 print(results["combined"]["twemoji-domain"]["subcategories/top1"])  # a fraction in [0, 1]

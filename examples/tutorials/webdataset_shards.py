@@ -6,17 +6,16 @@ page is exercised on CPU by tests/test_train.py::test_torchrun_on_cpu.
 Run: python examples/tutorials/webdataset_shards.py [FOLDER]   (CPU, a few seconds)
 """
 
+# --8<-- [start:write]
+import io
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
-folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp())
-
-# --8<-- [start:write]
-import io
-import tarfile
-
 from PIL import Image
+
+folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp())  # where the shards go
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220)}
 

@@ -1,0 +1,420 @@
+"""Fault injection: each test is one fault or bad input and the outcome the toolkit survives it with.
+
+Faults and bad inputs covered (test -> outcome):
+
+Run folders, checkpoints and resume (issue 14, item 2 and 7):
+- SIGKILL in the middle of a run -> the last checkpoint is intact and ``--resume`` finishes the run
+  (``tests/test_train.py::test_sigkill_mid_run_then_resume``).
+- kill while a checkpoint is being written -> the previous checkpoint stays whole
+  (``tests/test_train.py::test_kill_while_writing_never_corrupts_the_previous_checkpoint``).
+- ``dalip train`` into a finished run without ``--resume`` -> refused (exit 2), nothing touched;
+  ``--overwrite`` starts again (``test_existing_run_is_refused_unless_resume_or_overwrite``).
+- two processes writing one run folder -> the second is refused naming the first's pid; a lock
+  left by a killed process is taken over with a warning (``test_second_writer_is_refused_and_stale_lock_taken_over``).
+- a bit flip or a truncation of the newest checkpoint -> ``dalip eval`` refuses it (exit 2),
+  ``--resume`` falls back to the previous checkpoint with a warning naming the bad file
+  (``test_corrupt_newest_checkpoint``).
+- ``dalip eval`` of a finished run -> a new ``eval-2.json``, the run's ``eval.json`` is kept
+  (``test_eval_never_replaces_the_runs_results``).
+- ``--resume`` with a changed batch size -> refused listing the change, ``config.yaml`` unchanged;
+  a changed ``run.log_every`` / longer ``optim.steps`` is accepted and printed
+  (``test_resume_refuses_settings_that_change_the_run``).
+
+Weights and data (issue 14, items 4 and 6):
+- ``model.pretrained`` of another architecture (no tower weight matches) -> a clear error with
+  example keys; ``model.pretrained_strict=false`` loads it with the report printed
+  (``test_pretrained_of_another_architecture_is_refused``).
+- a batch without one readable sample -> skipped and counted, training goes on; a dataset with no
+  readable sample -> a clear error naming the first bad files (``test_unreadable_batches``).
+- a non-UTF-8 caption / label CSV -> an error naming the file and line (``test_non_utf8_csv``).
+- a 16-bit PNG -> scaled to 8 bits, not saturated to white (``tests/test_data.py``).
+
+Shards, writes and installs (issue 14, items 9-11):
+- a webdataset shard truncated mid-member -> the samples before the cut are trained on, the cut is
+  reported and counted as one bad sample (``test_truncated_webdataset_shard``).
+- an error while a results / config / checkpoint file is written -> the previous file stays whole,
+  no temporary file is left (``test_failed_write_keeps_the_previous_file``).
+- a feature whose extra is not installed (matplotlib, webdataset, the quickstart packages) -> an
+  ImportError naming ``pip install 'dalip[<extra>]'``; ``dalip train`` without the ``train`` extra
+  -> one error line, exit 2, before any run folder is made (``tests/test_install.py``).
+
+Divergence, non-finite values and bad input (issue 14, items 1, 3, 5, 8):
+- a NaN loss mid-run -> ``dalip train: error: non-finite loss at step 3``, exit 2; the step-2
+  checkpoint is kept, no NaN checkpoint, no evaluation (``test_nan_loss_stops_the_run``).
+- NaN weights after a step whose loss was finite -> refused before the checkpoint is written, the
+  earlier one kept (``test_nan_weights_are_never_saved``).
+- a model that encodes NaN -> evaluation refuses it naming the set and embedding; NaN retrieval
+  scores are never hits (``test_eval_refuses_a_diverged_model``, ``tests/test_eval.py``).
+- ``optim.lr=nan`` / negative rates / betas outside [0, 1) / non-positive sizes / options the
+  pooler or loss does not take / ``eval.embeddings`` without a second-order head -> one error line
+  before any model is built (``test_bad_configs_fail_before_any_model``, ``tests/test_config.py``).
+- one NaN token in one row -> the other rows and BatchNorm's running statistics unaffected, the row
+  reported (``tests/test_poolers.py::test_a_nan_token_stays_in_its_row``).
+- fp16 / bf16 / fp64 tokens outside autocast, a huge ``reduced_dim`` -> every pooler works, or
+  fails at construction with a clear error (``tests/test_poolers.py``).
+- ``base:`` cycles, non-UTF-8 YAML, duplicate keys / sweep variant names -> a ConfigError naming the
+  file (``tests/test_config.py``, ``tests/test_sweep.py``).
+- an ``--output`` that is a file, missing files and bad values for every sub-command -> one
+  ``dalip <cmd>: error:`` line, exit 2 (``test_every_command_ends_bad_input_with_one_line``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dalip.cli import main
+from dalip.train.checkpoint import load_training_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "tests" / "assets" / "tiny-train.yaml")
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _steps(run: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _one_error_line(err: str, command: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"dalip {command}: error: "), err
+    return lines[0]
+
+
+# ---------------------------------------------------------------- run folders, checkpoints, resume (items 2, 7)
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished tiny run: 4 steps, checkpoints at steps 2 and 4 (checkpoint-step2.pt, checkpoint.pt)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["train", "--config", TINY, "--output", str(out), "optim.steps=4", "eval.embeddings=[combined]"]) == 0
+    return out
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def test_existing_run_is_refused_unless_resume_or_overwrite(finished_run, tmp_path, capsys):
+    run = _copy(finished_run, tmp_path)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    (run / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["train", "--config", TINY, "--output", str(run), "optim.steps=2"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert str(run) in line and "--resume" in line and "--overwrite" in line
+    assert all((run / name).read_bytes() == data for name, data in before.items())  # nothing touched
+    assert not (run / ".lock").exists()
+    assert main(["train", "--config", TINY, "--output", str(run), "--overwrite", "optim.steps=2",
+                 "eval.embeddings=[combined]"]) == 0
+    assert _steps(run) == [1, 2] and load_training_checkpoint(run / "checkpoint.pt")["step"] == 2
+    assert not (run / "checkpoint-step4.pt").exists() and (run / "notes.txt").read_text() == "mine"
+
+
+_HOLDER = """
+import sys, time
+from dalip.train.run_folder import RunLock
+RunLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_second_writer_is_refused_and_stale_lock_taken_over(tmp_path, capsys):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(run)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["train", "--config", TINY, "--output", str(run), "optim.steps=1"]) == 2
+        line = _one_error_line(capsys.readouterr().err, "train")
+        assert f"pid {holder.pid}" in line and ".lock" in line
+        assert not (run / "metrics.jsonl").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (run / ".lock").is_file()  # left behind by the killed writer
+    with pytest.warns(RuntimeWarning, match="stale lock"):
+        assert main(["train", "--config", TINY, "--output", str(run), "optim.steps=1",
+                     "data.spec.eval_subsets=[]"]) == 0
+    assert _steps(run) == [1] and not (run / ".lock").exists()
+
+
+@pytest.mark.parametrize("damage", ["bit flip", "truncation"])
+def test_corrupt_newest_checkpoint(finished_run, tmp_path, capsys, damage):
+    run = _copy(finished_run, tmp_path)
+    newest = run / "checkpoint.pt"
+    data = bytearray(newest.read_bytes())
+    if damage == "bit flip":
+        data[len(data) // 2] ^= 0x01  # inside a tensor: torch.load alone would not notice
+    else:
+        data = data[: len(data) // 3]
+    newest.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(newest)]) == 2
+    line = _one_error_line(capsys.readouterr().err, "eval")
+    assert "corrupt" in line and "checkpoint-step2.pt" in line
+    with pytest.warns(RuntimeWarning, match="checkpoint.pt is corrupt"):
+        assert main(["train", "--output", str(run), "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert _steps(run) == [1, 2, 3, 4]
+    assert (run / "checkpoint.pt.corrupt").is_file()  # kept for inspection
+    assert load_training_checkpoint(run / "checkpoint.pt")["step"] == 4
+
+
+def test_eval_never_replaces_the_runs_results(finished_run, tmp_path, capsys):
+    run = _copy(finished_run, tmp_path)
+    own = (run / "eval.json").read_bytes()
+    assert main(["eval", "--checkpoint", str(run / "checkpoint.pt"), "eval.embeddings=[first]"]) == 0
+    assert main(["eval", "--checkpoint", str(run / "checkpoint.pt"), "eval.embeddings=[first]"]) == 0
+    assert (run / "eval.json").read_bytes() == own
+    assert set(json.loads((run / "eval-2.json").read_text())) == {"first"} and (run / "eval-3.json").is_file()
+    assert "eval-3.json" in capsys.readouterr().out
+
+
+def test_resume_refuses_settings_that_change_the_run(finished_run, tmp_path, capsys):
+    run = _copy(finished_run, tmp_path)
+    saved = (run / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["train", "--config", TINY, "--output", str(run), "--resume", "data.batch_size=8",
+                 "optim.steps=4"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert "data.batch_size: 16 -> 8" in line and "optim.steps" not in line
+    assert main(["train", "--output", str(run), "--resume", "model.alpha=0.25"]) == 2
+    assert "model.alpha: 0.5 -> 0.25" in capsys.readouterr().err
+    assert (run / "config.yaml").read_text() == saved
+    assert main(["train", "--output", str(run), "--resume", "optim.steps=5", "run.log_every=2"]) == 0
+    out = capsys.readouterr().out
+    assert "optim.steps: 4 -> 5" in out and "run.log_every: 1 -> 2" in out
+    assert _steps(run) == [1, 2, 3, 4, 5] and "steps: 5" in (run / "config.yaml").read_text()
+
+
+# ---------------------------------------------------------------- pretrained weights (item 4)
+def test_pretrained_of_another_architecture_is_refused(tmp_path, capsys):
+    import torch
+
+    from dalip import create_model
+
+    other = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+             "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    path = tmp_path / "vit.pt"
+    torch.save(create_model(other, second_order=None).clip.state_dict(), path)  # a ViT + built-in text tower
+    assert main(["train", "--config", TINY, "--output", str(tmp_path / "a"), f"model.pretrained={path}",
+                 "optim.steps=1"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert "model.pretrained" in line and "does not fit" in line and "missing (e.g. ['visual.trunk" in line
+    assert "unexpected (e.g. ['" in line and "pretrained_strict" in line
+    assert main(["train", "--config", TINY, "--output", str(tmp_path / "b"), f"model.pretrained={path}",
+                 "model.pretrained_strict=false", "optim.steps=1", "data.spec.eval_subsets=[]"]) == 0
+    out = capsys.readouterr().out
+    assert f"weights: file {path}" in out and "missing keys ['visual.trunk" in out  # the load report, printed
+
+
+# ---------------------------------------------------------------- unreadable data (item 6)
+def test_unreadable_batches(tmp_path):
+    """A batch without a readable sample is skipped and counted; an all-bad dataset stops with a clear error."""
+    import torch
+
+    from dalip.data import collate
+    from dalip.train.loop import MAX_EMPTY_BATCHES, MicroBatches
+
+    class Batches:  # micro-batches 1 and 2 have no readable sample
+        def get(self, k):
+            return collate([None] * 4 if k in (1, 2) else [(torch.zeros(3, 8, 8), f"caption {k}"), None])
+
+    micro = MicroBatches(Batches(), 0)
+    first, second = next(micro), next(micro)
+    assert first.texts == ["caption 0"] and first.skipped == 1
+    assert second.texts == ["caption 3"] and second.skipped == 4 + 4 + 1 and micro.micro == 4  # resumes here
+
+    rows = "filepath,title\n" + "".join(f"gone{i}.png,caption {i}\n" for i in range(16))
+    (tmp_path / "bad.csv").write_text(rows)
+    done = subprocess.run(
+        [sys.executable, "-m", "dalip.cli", "train", "--config", TINY, "--output", str(tmp_path / "run"),
+         f"data.spec={{dataset: csv, train: {tmp_path / 'bad.csv'}, csv_separator: ',', image_size: 64}}",
+         "data.batch_size=8"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("dalip train: error: ")]  # beside logs, tqdm
+    assert line.startswith("dalip train: error: data: no readable sample in the last "
+                           f"{MAX_EMPTY_BATCHES} batches") and "first bad files: " in line and "gone" in line
+    assert "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------- shards, atomic writes, extras (items 9-11)
+def test_truncated_webdataset_shard(tmp_path, caplog, monkeypatch):
+    """A shard cut off mid-member: the samples before the cut are read, the cut is reported and counted once."""
+    import io
+
+    import dalip.data.batch
+
+    monkeypatch.setattr(dalip.data.batch, "_logged", 0)  # the log is rate-limited per process: start afresh
+    import tarfile
+
+    from PIL import Image
+
+    from dalip.data import WebDatasetShards
+
+    whole = tmp_path / "whole.tar"
+    with tarfile.open(whole, "w") as tar:
+        for k in range(4):
+            jpeg = io.BytesIO()
+            Image.new("RGB", (8, 8), (40 * k, 0, 0)).save(jpeg, format="JPEG")
+            for name, data in ((f"k{k}.jpg", jpeg.getvalue()), (f"k{k}.txt", f"caption {k}".encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(whole) as tar:
+        middle = tar.getmember("k2.jpg").offset_data + 10  # inside the third sample's image
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole.read_bytes()[:middle])
+    samples = list(WebDatasetShards(str(cut), shuffle_buffer=0, shuffle_shards=False))
+    texts = [s[1] for s in samples if s is not None]
+    assert texts[:2] == ["caption 0", "caption 1"] and "caption 3" not in texts
+    assert samples[-1] is None  # the cut: one bad sample for collate to count
+    assert any("unreadable shard" in r.getMessage() and "cut.tar" in r.getMessage() for r in caplog.records)
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    """An error (or a kill) while writing results, a config or a checkpoint leaves the old file whole."""
+    from dalip.eval import save_results
+    from dalip.io import atomic_write
+
+    path = save_results({"first": {"top1": 0.5}}, tmp_path / "eval.json")
+
+    def broken(f):
+        f.write(b'{"half": ')
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(path, broken)
+    assert json.loads(path.read_text()) == {"first": {"top1": 0.5}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json"]  # no temporary file left behind
+    with pytest.raises(TypeError):  # not JSON-serialisable: refused before the file is touched
+        save_results({"x": object()}, path)
+    assert json.loads(path.read_text()) == {"first": {"top1": 0.5}}
+
+
+# ---------------------------------------------------------------- divergence and bad input (items 1, 3, 5, 8)
+def _last_error_line(err: str, command: str) -> str:
+    """The error line of a run that printed progress bars before it: the last line, and the only error."""
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith(f"dalip {command}: error: ") and sum("error:" in line for line in lines) == 1, err
+    return lines[-1]
+
+
+def _nan_loss_from_call(monkeypatch, first_bad_call: int) -> None:
+    """The recipe's loss returns NaN from its ``first_bad_call``-th call on (one call per step here)."""
+    from dalip.train import loop
+
+    build = loop.build_loss
+    calls = {"n": 0}
+
+    def build_nan_loss(config):
+        loss_fn = build(config)
+
+        def wrapped(*a, **k):
+            calls["n"] += 1
+            loss, parts = loss_fn(*a, **k)
+            return (loss * float("nan"), parts) if calls["n"] >= first_bad_call else (loss, parts)
+
+        return wrapped
+
+    monkeypatch.setattr(loop, "build_loss", build_nan_loss)
+
+
+def test_nan_loss_stops_the_run(tmp_path, capsys, monkeypatch):
+    _nan_loss_from_call(monkeypatch, 3)
+    out = tmp_path / "run"
+    assert main(["train", "--config", TINY, "--output", str(out), "run.log_every=2", "run.checkpoint_every=2"]) == 2
+    line = _last_error_line(capsys.readouterr().err, "train")
+    assert "non-finite loss at step 3" in line
+    state = load_training_checkpoint(out / "checkpoint.pt")
+    assert state["step"] == 2 and all(t.isfinite().all() for t in state["model"].values() if t.is_floating_point())
+    assert not (out / "eval.json").exists() and not list(out.glob("checkpoint-step*.pt"))
+
+
+def test_nan_weights_are_never_saved(tmp_path, monkeypatch):
+    import torch
+
+    from dalip.train import NonFiniteLossError, load_config, loop, train
+
+    step = loop._train_step
+    calls = {"n": 0}
+
+    def poisoned_step(net, model, *args):
+        stats = step(net, model, *args)
+        calls["n"] += 1
+        if calls["n"] == 4:  # after the (finite) loss of step 4: the weights go bad
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+        return stats
+
+    monkeypatch.setattr(loop, "_train_step", poisoned_step)
+    with pytest.raises(NonFiniteLossError, match="non-finite weights after step 4"):
+        train(load_config(TINY, ["run.log_every=4", "run.checkpoint_every=2"]), tmp_path)
+    assert load_training_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+
+
+def test_eval_refuses_a_diverged_model(finished_run, tmp_path, capsys):
+    import torch
+
+    from dalip.train.checkpoint import atomic_save
+
+    run = _copy(finished_run, tmp_path)
+    state = load_training_checkpoint(run / "checkpoint.pt")
+    key = next(k for k, v in state["model"].items() if k.startswith("second_heads.image") and v.is_floating_point())
+    state["model"][key] = torch.full_like(state["model"][key], float("nan"))
+    atomic_save(state, run / "nan.pt")
+    assert main(["eval", "--checkpoint", str(run / "nan.pt"), "--output", str(tmp_path / "nan.json")]) == 2
+    line = _last_error_line(capsys.readouterr().err, "eval")
+    assert "eval set" in line and "'combined' image embedding has NaN/Inf" in line
+    assert not (tmp_path / "nan.json").exists()
+
+
+@pytest.mark.parametrize("override", [
+    "optim.lr=.nan", "optim.lr=-1e-3", "optim.betas=[0.9, 1.5]", "data.spec.image_size=-1", "eval.batch_size=0",
+    "model.second_order=isqrt_cov", "loss.options={margin: 1}", "eval.embeddings=[second]",
+])
+def test_bad_configs_fail_before_any_model(tmp_path, capsys, monkeypatch, override):
+    from dalip.train import loop
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(loop, "build_model", no_model)
+    extra = ["model.second_order=null"] if override == "eval.embeddings=[second]" else []
+    assert main(["train", "--config", "quickstart", "--output", str(tmp_path / "run"), override, *extra]) == 2
+    _one_error_line(capsys.readouterr().err, "train")
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_command_ends_bad_input_with_one_line(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    missing = str(tmp_path / "missing.pt")
+    cases = {
+        "train": [["--config", TINY, "--output", str(a_file)], ["--config", str(tmp_path / "no.yaml"), "--output", str(tmp_path / "t")]],
+        "eval": [["--checkpoint", missing, "--output", str(tmp_path)], ["--checkpoint", missing]],
+        "sweep": [["--sweep", missing, "--output", str(a_file)], ["--sweep", missing, "--output", str(tmp_path / "s")],
+                  ["--sweep", missing, "--output", str(tmp_path / "s"), "--seeds", "-1"]],
+        "interpolate": [["--start", "init", "--end", missing, "--output", str(a_file / "sub")],
+                        ["--start", "init", "--end", missing, "--output", str(tmp_path / "i"), "--ratios", "nan"]],
+        "adapt": [["--output", str(a_file)], ["--output", str(tmp_path / "a"), "--seeds", "-1"],
+                  ["--output", str(tmp_path / "a"), "--views", "0"], ["--output", str(tmp_path / "a"), "--checkpoint", missing,
+                                                                       "--config", TINY]],
+        "export": [["--checkpoint", missing, "--output", str(a_file)], ["--checkpoint", missing, "--output", str(tmp_path / "e")]],
+        "demo": [["--poolers", "nope"], ["--image-size", "0"]],
+    }
+    for command, argument_lists in cases.items():
+        for arguments in argument_lists:
+            assert main([command, *arguments]) == 2, (command, arguments)
+            _one_error_line(capsys.readouterr().err, command)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing was created
