@@ -407,3 +407,12 @@ def test_train_modules_import_without_cycles():
     cycles = [m for m in graph if m != "__init__" and reaches(m, m, {m})]
     assert not cycles, f"import cycles through {cycles}: {graph}"
     assert "loop" not in graph["evaluate"] and "loop" not in graph["builders"]
+
+
+def test_interpolate_refuses_unknown_sets_before_evaluating(straight_run, tmp_path, capsys):
+    out = tmp_path / "interp"
+    code = main(["interpolate", "--start", "init", "--end", str(straight_run / "checkpoint.pt"),
+                 "--domain", "leaves", "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "'leaves'" in err and "twemoji-domain" in err  # names the run's sets
+    assert not (out / "ratio_0").exists()  # nothing was evaluated

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
@@ -106,10 +107,11 @@ def write_results(rows: Sequence[ResultRow], output: str | Path, stem: str = "re
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     paths = {ext: output / f"{stem}.{ext}" for ext in ("csv", "md", "png")}
-    with paths["csv"].open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0].as_dict()))
-        writer.writeheader()
-        writer.writerows(r.as_dict() for r in rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0].as_dict()))
+    writer.writeheader()
+    writer.writerows(r.as_dict() for r in rows)
+    atomic_write_text(paths["csv"], text.getvalue())
     atomic_write_text(paths["md"], few_shot_markdown(rows, header))
     plot_results(rows, paths["png"], title=rows[0].dataset)
     return paths

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_write_text
 from .checkpoint import LoadReport
 from .dalip_model import DALIPModel
 from .factory import read_json
@@ -97,14 +98,14 @@ def export_model(
     state = model.state_dict()
     if open_clip_files:
         config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
-        (output / OPEN_CLIP_CONFIG).write_text(json.dumps(config, indent=2))
+        atomic_write_text(output / OPEN_CLIP_CONFIG, json.dumps(config, indent=2))
         _save_tensors({k[len("clip."):]: v for k, v in state.items() if k.startswith("clip.")}, output / OPEN_CLIP_WEIGHTS)
         if isinstance(tokenizer, open_clip.tokenizer.HFTokenizer):
             tokenizer.save_pretrained(str(output))  # open_clip's local-dir: tokenizers read the folder
     section = {"name": name, **{k: model_section.get(k) for k in HEAD_KEYS if k in model_section}, "open_clip": open_clip_kwargs}
     dalip_config = {"format": "dalip-export/1", "model": _jsonable(section), "model_cfg": model_cfg,
                     "preprocess_cfg": preprocess_cfg, "source": source}
-    (output / DALIP_CONFIG).write_text(json.dumps(dalip_config, indent=2))
+    atomic_write_text(output / DALIP_CONFIG, json.dumps(dalip_config, indent=2))
     _save_tensors(state, output / DALIP_WEIGHTS)
     return output
 

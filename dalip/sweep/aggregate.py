@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
@@ -88,14 +89,14 @@ def _metrics(rows: Sequence[Row]) -> list[str]:
 def write_csv(rows: Sequence[Row], path: Path) -> Path:
     """One line per row: ``variant, embedding, subset, n_seeds, <metric>_mean, <metric>_std, <metric>_chance ...``."""
     metrics = _metrics(rows)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["variant", "embedding", "subset", "n_seeds"]
-                        + [f"{m}_{part}" for m in metrics for part in ("mean", "std", "chance")])
-        for r in rows:
-            cells = [(r.mean.get(m, ""), r.std.get(m, ""), r.chance.get(m, "")) for m in metrics]
-            writer.writerow([r.variant, r.embedding, r.subset, len(r.seeds)] + [c for cell in cells for c in cell])
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["variant", "embedding", "subset", "n_seeds"]
+                    + [f"{m}_{part}" for m in metrics for part in ("mean", "std", "chance")])
+    for r in rows:
+        cells = [(r.mean.get(m, ""), r.std.get(m, ""), r.chance.get(m, "")) for m in metrics]
+        writer.writerow([r.variant, r.embedding, r.subset, len(r.seeds)] + [c for cell in cells for c in cell])
+    return atomic_write_text(path, text.getvalue())
 
 
 def _cell(row: Row, metric: str) -> str:

@@ -121,7 +121,7 @@ def interpolate_and_evaluate(
     from ..train import build_model
     from ..train.checkpoint import load_training_checkpoint
     from ..train.data_loading import build_eval_sets
-    from ..train.evaluate import evaluate_run
+    from ..train.evaluate import evaluate_run, zero_shot_sets
 
     bad = [t for t in ratios if not 0.0 <= t <= 1.0]
     if bad:
@@ -136,6 +136,10 @@ def interpolate_and_evaluate(
         print(f"{len(filled)} tensors absent from {start} start from the end run's step-0 weights: {filled[:4]} ...")
     model = build_model(config, load_weights=False)  # every weight comes from the blend
     tokenizer, eval_sets = get_tokenizer(config.model.name), build_eval_sets(config, model)
+    names = [*eval_sets, *zero_shot_sets(config)]
+    unknown = [s for s in (domain, general) if s is not None and s not in names]
+    if unknown:  # before any evaluation, not after all of them
+        raise ConfigError(f"--domain/--general: eval set(s) {unknown} are not in the run; its sets: {names}")
     output.mkdir(parents=True, exist_ok=True)
     folders, results = [], {}
     for i, t in enumerate(sorted(set(ratios))):
