@@ -351,16 +351,7 @@ def test_wandb_logger_offline(tmp_path, monkeypatch):
 
 
 def test_wandb_missing_package_names_the_extra(tmp_path, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_wandb(name, *args, **kwargs):
-        if name == "wandb":
-            raise ImportError("No module named 'wandb'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb now raises ImportError, installed or not
     from dalip.train.metrics_log import MetricsLog
 
     with pytest.raises(ImportError, match=r"pip install 'dalip\[wandb\]'"):

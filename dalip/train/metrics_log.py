@@ -52,10 +52,9 @@ def _start_wandb(output: Path, project: str, name: str | None, config: dict) -> 
     The W&B run id is kept in ``output/wandb/dalip_run_id``. W&B's own settings
     (``WANDB_MODE=offline``, ``WANDB_API_KEY``, ...) apply as usual.
     """
-    try:
-        import wandb
-    except ImportError as err:
-        raise ImportError("run.wandb=true needs the 'wandb' package: pip install 'dalip[wandb]' (or pip install wandb)") from err
+    from .._optional import require
+
+    wandb = require("wandb", "wandb", "run.wandb=true")
     folder = output / "wandb"
     folder.mkdir(parents=True, exist_ok=True)
     id_file = folder / "dalip_run_id"
