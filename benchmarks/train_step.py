@@ -4,7 +4,7 @@ Issue 8, item 2: the DALIP model (the towers' [cls] / EOT outputs as first order
 ``mbdc_paper`` on the tokens of both towers as second order, ``distribution`` loss)
 against the same backbone trained as plain CLIP (``clip`` loss, no second order).
 One step is exactly the recipe's optimizer step (``dalip.train.loop._train_step``:
-autocast forward, loss, backward, AdamW -- fused on CUDA -- and scheduler), on one
+autocast forward, loss, backward, fused AdamW and scheduler), on one
 fixed synthetic batch already on the device, so the data pipeline is left out
 (``vs_open_clip_train.py`` measures the whole recipe with real data).
 

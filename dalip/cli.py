@@ -89,14 +89,15 @@ def _eval(args: argparse.Namespace) -> int:
     if args.model is not None:
         if not args.zero_shot or not args.output:
             raise ConfigError("--model needs --zero-shot DIR_OR_CSV and --output OUT.json")
-        if args.overrides or args.with_run_sets:
-            raise ConfigError("config overrides and --with-run-sets apply to --checkpoint runs only")
+        if args.overrides or args.with_run_sets or args.fusion:
+            raise ConfigError("config overrides, --with-run-sets and --fusion apply to --checkpoint runs only "
+                              "(an open_clip model has a first-order embedding only)")
         _eval_pretrained(args, _zero_shot_sets(args))
         return 0
     if args.pretrained is not None:
         raise ConfigError("--pretrained goes with --model (a checkpoint brings its own weights)")
     sets = _zero_shot_sets(args) if args.zero_shot else None
-    evaluate_checkpoint(args.checkpoint, args.output, args.overrides, sets, args.with_run_sets)
+    evaluate_checkpoint(args.checkpoint, args.output, args.overrides, sets, args.with_run_sets, args.fusion)
     return 0
 
 
@@ -159,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", default=None,
                     help="JSON file (default: eval.json, or zero_shot.json with --zero-shot, beside the checkpoint; "
                     "eval-2.json, eval-3.json, ... when it exists: a default never replaces earlier results)")
+    ev.add_argument("--fusion", nargs="+", type=float, default=None, metavar="A",
+                    help="fusion weights in [0, 1]: also score a * s_first + (1 - a) * s_second for each (one pass of "
+                    "the towers), written as fusion@<a> entries, a table and <output>_fusion.png; put it last")
     ev.add_argument("overrides", nargs="*", help="config overrides, e.g. data.spec.dataset=csv data.spec.val=val.csv")
     ev.set_defaults(run=_eval)
 

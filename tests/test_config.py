@@ -27,6 +27,12 @@ def test_overrides_are_parsed_as_yaml():
         ("optim.lrr=1", "unknown config key 'optim.lrr'. Did you mean 'lr'"),
         ("optim.steps=ten", "'optim.steps' expects int, got str"),
         ("model.alpha=2", "alpha must be in"),
+        ("model.alpha_learnable=true & model.alpha=1", "strictly inside"),
+        ("model.alpha_learnable=true & model.second_order=null", "alpha_learnable needs second-order heads"),
+        ("model.alpha_learnable=true & loss.name=clip", "trained by the 'distribution' loss"),
+        ("model.alpha_learnable=true & loss.options={alpha: 0.5}", "remove loss.options.alpha"),
+        ("eval.fusion=[0, 2]", r"eval.fusion: fusion weights must be numbers in \[0, 1\]"),
+        ("eval.fusion=[0.5] & model.second_order=null", "fusion curves need second-order heads"),
         ("model.second_order=mdbc", "unknown pooler 'mdbc'; known: bdc, cls"),
         ("loss.name=clipp", "unknown loss 'clipp'"),
         ("model.name=ViT-Z", "unknown model 'ViT-Z'"),
@@ -37,7 +43,7 @@ def test_overrides_are_parsed_as_yaml():
 )
 def test_bad_configs_name_the_problem(override, match):
     with pytest.raises(ConfigError, match=match):
-        load_config("quickstart", [override])
+        load_config("quickstart", override.split(" & "))  # "a & b": two overrides
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -394,3 +394,58 @@ def test_one_markdown_table_writer():
     ]
     with pytest.raises(ValueError, match="2 cells for 3 columns"):
         markdown_table(["name", "n", "acc"], [["a", 1]])
+
+
+# ---------------------------------------------------------------- fusion curves
+def fusion_sets(n: int = 48, classes: int = 8) -> dict[str, EvalSet]:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = [i % classes for i in range(n)]
+    tasks = {"concepts": Task(labels, [f"concept {i}" for i in range(classes)])}
+    return {"val": EvalSet(images, [f"caption {i}" for i in range(n)], tasks)}
+
+
+def test_fusion_curve_ends_are_the_orders_and_alpha_is_the_combined_embedding():
+    model = dalip.create_model(TINY, second_order="mbdc", second_options={"heads": 2, "reduced_dim": 4}, alpha=0.3)
+    calls = []
+    model.image_tower = lambda x, tower=model.image_tower: calls.append(len(x)) or tower(x)
+    weights = [0, 0.3, 0.6, 1]
+    results = evaluate(model, random_tokenizer, fusion_sets(), batch_size=16, progress=False, fusion=weights)
+    assert calls == [16, 16, 16]  # one pass of the image tower for three embeddings and four weights
+    assert list(results) == ["first", "second", "combined", "fusion@0", "fusion@0.3", "fusion@0.6", "fusion@1"]
+    assert results["fusion@1"] == results["first"]  # exactly, every metric
+    assert results["fusion@0"] == results["second"]
+    assert results["fusion@0.3"] == results["combined"]  # the training alpha: the concatenated embedding
+    assert list(dalip.eval.fusion_curves(results)) == [0.0, 0.3, 0.6, 1.0]
+    # an independent reference: per-order embeddings, template means, fused scores, argmax
+    eval_set = fusion_sets()["val"]
+    task = eval_set.tasks["concepts"]
+    images = dalip.eval.default_image_transform(model)(eval_set.images)
+    with torch.no_grad():
+        model.eval()
+        img = {o: model.encode_image(images, embedding=o) for o in ("first", "second")}
+        prompts = [t.replace("{}", c) for c in task.classnames for t in task.templates]
+        txt = {o: model.encode_text(random_tokenizer(prompts), embedding=o) for o in ("first", "second")}
+    cls = {o: F.normalize(t.view(len(task.classnames), -1, t.shape[-1]).mean(1), dim=-1) for o, t in txt.items()}
+    for a in weights:
+        scores = a * img["first"] @ cls["first"].T + (1 - a) * img["second"] @ cls["second"].T
+        top1 = (scores.argmax(1) == torch.tensor(task.labels)).double().mean().item()
+        assert results[f"fusion@{a:g}"]["val"]["concepts/top1"] == pytest.approx(top1, abs=1e-12), a
+    # the table and plot of the curve; the main table keeps the real embeddings only
+    assert "fusion@" not in format_results(results)
+    table = dalip.eval.format_fusion(results, alpha=0.3)
+    assert "| 0.3 (train alpha) |" in table and "val concepts/top1" in table
+
+
+def test_fusion_plot_and_errors(tmp_path):
+    model = dalip.create_model(TINY, second_order="mean", alpha=0.5)
+    results = evaluate(model, random_tokenizer, fusion_sets(16, 4), progress=False, fusion=[0, 0.5, 1])
+    path = dalip.eval.plot_fusion(results, tmp_path / "fusion.png", alpha=0.5)
+    assert path.stat().st_size > 1000
+    with pytest.raises(ValueError, match="no fusion curve"):
+        dalip.eval.plot_fusion({"first": {}}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"numbers in \[0, 1\], got 1.5"):
+        evaluate(model, random_tokenizer, fusion_sets(16, 4), progress=False, fusion=[0, 1.5])
+    plain = dalip.create_model(TINY, second_order=None)
+    with pytest.raises(ValueError, match="need a model with second-order heads"):
+        evaluate(plain, random_tokenizer, fusion_sets(16, 4), progress=False, fusion=[0.5])

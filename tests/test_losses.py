@@ -347,3 +347,22 @@ def test_term_spec_of_wrong_type():
 def test_unknown_term_name_lists_known_losses():
     with pytest.raises(UnknownComponentError, match="unknown loss 'corall'.*'coral'"):
         create_loss("combined", terms={"corall": 1.0})
+
+
+def test_learnable_alpha_weighs_the_pairs_and_gets_the_analytic_gradient():
+    """d total / d logit = sigmoid'(logit) * (first - second) for total = a * first + (1 - a) * second."""
+    from dalip.losses import create_loss
+
+    torch.manual_seed(0)
+    unit = lambda *s: torch.nn.functional.normalize(torch.randn(*s), dim=-1)  # noqa: E731
+    out = {"image_features": unit(6, 8), "text_features": unit(6, 8), "image_second": unit(6, 5),
+           "text_second": unit(6, 5), "logit_scale": torch.tensor(10.0)}
+    logit = torch.tensor(0.7, requires_grad=True)
+    loss = create_loss("distribution", alpha=0.5)
+    total, parts = loss(**out, alpha=torch.sigmoid(logit), output_dict=True)
+    a = torch.sigmoid(logit).item()
+    assert total.item() == pytest.approx(a * parts["first"].item() + (1 - a) * parts["second"].item(), rel=1e-6)
+    total.backward()
+    assert logit.grad.item() == pytest.approx(a * (1 - a) * (parts["first"] - parts["second"]).item(), rel=1e-5)
+    fixed = create_loss("distribution", alpha=0.5)(**out)  # no alpha output: the fixed weight
+    assert fixed.item() == pytest.approx(0.5 * (parts["first"] + parts["second"]).item(), rel=1e-6)

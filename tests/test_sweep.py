@@ -140,11 +140,13 @@ def test_missing_or_unparsable_sweep_file(tmp_path, capsys):
 
 def test_every_shipped_ablation_validates():
     files = sorted((ROOT / "examples" / "ablations").glob("*.yaml"))
-    sweeps = [f for f in files if f.name != "base.yaml"]
-    assert len(sweeps) >= 8
+    sweeps = [f for f in files if "variants" in yaml.safe_load(f.read_text())]
+    assert len(sweeps) >= 9
     for path in sweeps:
         spec = load_sweep(path)
         assert spec.seeds == [0, 1, 2] and spec.variants
+    for path in set(files) - set(sweeps):  # the shared bases are configs
+        assert load_config(path).model.name == "effl0-minilm"
     base = load_config(ROOT / "examples" / "ablations" / "base.yaml")
     assert base.model.name == "effl0-minilm" and base.optim.steps < load_config("quickstart").optim.steps
 
@@ -210,3 +212,20 @@ def test_every_variant_is_validated_before_the_first_run(tmp_path):
     path = write_sweep(tmp_path, variants={"ok": [], "cov": ["model.second_order=cov"]})
     with pytest.raises(ConfigError, match="variant 'cov': model.second_options: pooler 'cov' .* does not take heads"):
         load_sweep(path)
+
+
+def test_learning_towers_study_runs_at_smoke_size_with_fusion_curves(tmp_path):
+    """The issue-15 study file (partly unlocked towers, 192 px, fusion curves) at smoke size on the tiny model."""
+    out = tmp_path / "study"
+    tiny = str(ROOT / "tests" / "assets" / "tiny-clip.json")
+    assert main(["sweep", "--sweep", str(ROOT / "examples" / "ablations" / "learning_towers.yaml"),
+                 "--output", str(out), "--smoke", f"model.name={tiny}", "data.spec.image_size=64",
+                 "--seeds", "0", "--variants", "plain_clip", "cls_mbdc_learned_alpha"]) == 0
+    assert "fusion@" not in (out / "results.md").read_text()
+    fusion = (out / "fusion.md").read_text()
+    assert "| cls_mbdc_learned_alpha | fusion@0.75 |" in fusion and "plain_clip" not in fusion
+    assert (out / "fusion.png").stat().st_size > 1000
+    rows = [json.loads(line) for line in (out / "cls_mbdc_learned_alpha" / "seed0" / "metrics.jsonl").open()]
+    assert all(0 < r["alpha"] < 1 for r in rows)
+    config = yaml.safe_load((out / "cls_mbdc_learned_alpha" / "seed0" / "config.yaml").read_text())
+    assert config["model"]["unlocked_text_layers"] == 2 and config["model"]["unlocked_image_groups"] == 3

@@ -165,6 +165,29 @@ def test_locked_towers_keep_pretrained_features_and_stay_in_eval_mode():
         torch.testing.assert_close(locked.clip.visual(images), reference.clip.visual(images), rtol=1e-4, atol=1e-4)
 
 
+def test_partly_unlocked_towers_train_their_last_layers_and_keep_locked_statistics():
+    """The study's regime: the last EfficientNet blocks and MiniLM layers learn; locked BatchNorms keep
+    the pretrained running statistics in train mode; BERT's partial unlocking (open_clip lacks it) works."""
+    from dalip.train import load_config
+    from dalip.train.builders import build_model, set_train_mode
+
+    config = load_config("quickstart", ["model.unlocked_image_groups=3", "model.unlocked_text_layers=2"])
+    model = build_model(config)
+    set_train_mode(model, config)
+    text = {n.split(".")[2] for n, p in model.clip.text.transformer.named_parameters()
+            if p.requires_grad and n.startswith("encoder.layer.")}
+    assert text == {"4", "5"}  # the last 2 of 6 layers
+    assert not any(p.requires_grad for p in model.clip.text.transformer.embeddings.parameters())
+    trunk = model.clip.visual.trunk
+    learning = {".".join(n.split(".")[:3]) for n, p in trunk.named_parameters() if p.requires_grad}
+    assert {"blocks.6.0", "conv_head.weight"} <= learning and not any(n.startswith("blocks.0") for n in learning)
+    before = {n: b.clone() for n, b in trunk.named_buffers() if n.endswith("running_mean")}
+    model.clip.visual(torch.rand(4, 3, 128, 128))  # a train-mode forward
+    moved = {n for n, b in trunk.named_buffers() if n in before and not torch.equal(b, before[n])}
+    assert moved and all(".".join(n.split(".")[:3]) in learning or n.startswith("bn2") for n in moved)
+    assert not any(n.startswith(("blocks.0", "blocks.3", "bn1")) for n in moved)  # locked: pretrained statistics
+
+
 def test_bf16_autocast_on_cpu_and_csv_evaluation(tmp_path):
     """run.precision=bf16 trains (autocast on CPU), and a CSV image-caption file is evaluated."""
     from PIL import Image
@@ -407,3 +430,34 @@ def test_interpolate_refuses_unknown_sets_before_evaluating(straight_run, tmp_pa
     err = capsys.readouterr().err
     assert code == 2 and "'leaves'" in err and "twemoji-domain" in err  # names the run's sets
     assert not (out / "ratio_0").exists()  # nothing was evaluated
+
+
+def test_eval_fusion_curve_from_the_cli(straight_run, tmp_path, capsys):
+    out = tmp_path / "fusion.json"
+    checkpoint = str(straight_run / "checkpoint.pt")
+    assert main(["eval", "--checkpoint", checkpoint, "--output", str(out), "--fusion", "0", "0.25", "0.5", "1"]) == 0
+    results = json.loads(out.read_text())
+    assert [k for k in results if k.startswith("fusion@")] == ["fusion@0", "fusion@0.25", "fusion@0.5", "fusion@1"]
+    assert results["fusion@1"] == results["first"] and results["fusion@0"] == results["second"]
+    assert results["fusion@0.5"] == results["combined"]  # the tiny run's training alpha
+    assert (tmp_path / "fusion_fusion.png").stat().st_size > 1000
+    assert "| 0.5 (train alpha) |" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", checkpoint, "--output", str(out), "--fusion", "2"]) == 2
+    assert "eval.fusion: fusion weights must be numbers in [0, 1], got 2.0" in capsys.readouterr().err
+    assert main(["eval", "--model", "x", "--zero-shot", "d", "--output", str(out), "--fusion", "0.5"]) == 2
+    assert "--fusion apply to --checkpoint runs only" in capsys.readouterr().err
+
+
+def test_learnable_alpha_is_trained_logged_and_restored(tmp_path):
+    from dalip.train.run_loading import load_run
+
+    assert main(["train", "--config", TINY, "--output", str(tmp_path), "optim.steps=3", "model.alpha_learnable=true",
+                 "eval.fusion=[0, 1]"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    alphas = [r["alpha"] for r in rows]
+    assert len(alphas) == 3 and all(0 < a < 1 for a in alphas) and alphas[-1] != 0.5  # it moved
+    model, _ = load_run(tmp_path / "checkpoint.pt")
+    assert model.alpha == pytest.approx(alphas[-1], abs=1e-6)
+    results = json.loads((tmp_path / "eval.json").read_text())
+    assert {"fusion@0", "fusion@1", "combined"} <= set(results)
+    assert (tmp_path / "eval_fusion.png").is_file()

@@ -144,10 +144,17 @@ def test_every_bad_input_is_a_clear_error_naming_the_file(tmp_path):
 
 # ------------------------------------------------------------------ metrics
 def by_hand(model, tokenizer, data, templates, embedding):
-    """Scores ``(N', C)`` and labels of the readable images, computed directly with the model."""
+    """Scores ``(N', C)`` and labels of the readable images, computed directly with the model.
+
+    Class embeddings: unit prompt embeddings averaged over templates, renormalised, per
+    order; the combined score is ``alpha * first + (1 - alpha) * second``.
+    """
     keep = [i for i, p in enumerate(data.paths) if p.name != "broken.jpg"]
     images = torch.stack([TRANSFORM(Image.open(data.paths[i]).convert("RGB")) for i in keep])
     labels = np.array([data.labels[i] for i in keep])
+    if embedding == "combined":
+        first, second = (by_hand(model, tokenizer, data, templates, o)[0] for o in ("first", "second"))
+        return model.alpha * first + (1 - model.alpha) * second, labels
     with torch.no_grad():
         feats = F.normalize(model.encode_image(images, embedding=embedding), dim=-1)
         prompts = [t.format(c) for c in data.classnames for t in templates]

@@ -7,12 +7,17 @@ results = evaluate(model, tokenizer, {"val": eval_set})  # {embedding: {subset: 
 print(format_results(results))
 save_results(results, "results.json")
 
+# inference-time fusion: every metric at a * s_first + (1 - a) * s_second, one pass of the towers
+results = evaluate(model, tokenizer, {"val": eval_set}, fusion=[0, 0.25, 0.5, 0.75, 1])
+plot_fusion(results, "fusion.png", alpha=model.alpha)
+
 # zero-shot on your own labelled images (folder/<class>/*.jpg or a CSV), the model's own transform
 results = evaluate_zero_shot(model, tokenizer, "leaves/", templates="openai_imagenet")
 ```
 """
 
 from .encode import NonFiniteEmbeddingError, default_image_transform, encode_images, encode_texts, to_float_images
+from .fusion import format_fusion, fusion_curves, plot_fusion
 from .labelled_sets import LabelledTask, ZeroShotSet, evaluate_zero_shot, zero_shot_eval_set
 from .preprocess import PilTransform, model_transform
 from .report import format_results, save_results
@@ -45,9 +50,12 @@ __all__ = [
     "evaluate",
     "evaluate_set",
     "evaluate_zero_shot",
+    "format_fusion",
     "format_results",
+    "fusion_curves",
     "model_transform",
     "per_class_recall",
+    "plot_fusion",
     "recall_at_k",
     "retrieval_recall",
     "save_results",

@@ -157,30 +157,18 @@ def image_batches(
 
 
 # ---------------------------------------------------------------------- encoding
-def _split_combined(model: nn.Module, combined: Tensor) -> dict[str, Tensor] | None:
-    """First and second order out of the combined ``[sqrt(a) * first, sqrt(1 - a) * second]``.
-
-    Uses only the documented layout of `DALIPModel.encode_image` and its public
-    ``alpha`` / ``embed_dim``; None when they do not fit (then each embedding gets its own pass).
-    """
-    alpha, dim = getattr(model, "alpha", None), getattr(model, "embed_dim", None)
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1 and isinstance(dim, int)):
-        return None
-    if combined.shape[-1] != 2 * dim:
-        return None
-    first, second = combined[:, :dim], combined[:, dim:]
-    return {"first": F.normalize(first, dim=-1), "second": F.normalize(second, dim=-1), "combined": combined}
-
-
 def _encode_batch(model: nn.Module, tower: str, x: Tensor, embeddings: tuple[str, ...]) -> dict[str, Tensor]:
-    """``{embedding: (B, D)}`` unit vectors for one batch; a single pass when all three can be derived."""
+    """``{embedding: (B, D)}`` unit vectors for one batch.
+
+    A `DALIPModel` (``embed_orders`` / ``combine``) runs its tower once for all
+    embeddings; another model with ``embedding=`` gets one call per embedding.
+    """
     encode = model.encode_image if tower == "image" else model.encode_text
     if not supports_embedding(model):
         return {"first": F.normalize(encode(x).float(), dim=-1)}
-    if len(embeddings) > 1 and getattr(model, "has_second_order", False):
-        parts = _split_combined(model, encode(x, embedding="combined").float())
-        if parts is not None:
-            return {e: parts[e] for e in embeddings}
+    if callable(getattr(model, "embed_orders", None)) and callable(getattr(model, "combine", None)):
+        first, second = model.embed_orders(tower, x)
+        return {e: model.combine(first, second, e).float() for e in embeddings}
     return {e: F.normalize(encode(x, embedding=e).float(), dim=-1) for e in embeddings}
 
 
@@ -225,9 +213,7 @@ def encode_images(
 ) -> dict[str, Tensor]:
     """``{embedding: (N, D)}`` unit-norm image embeddings (on CPU), one pass over ``images``.
 
-    For a `DALIPModel` with second-order heads and ``0 < alpha < 1``, asking for
-    several embeddings still runs the image tower once: first and second order are
-    cut out of the combined embedding and renormalised.
+    For a `DALIPModel`, asking for several embeddings still runs the image tower once.
 
     ``image_transform`` is applied to every batch when given; otherwise float
     batches pass unchanged and uint8 ones go through `default_image_transform`.

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .encode import Images, ImageTransform, encode_images, encode_texts
 
-__all__ = ["flatten_captions", "recall_at_k", "retrieval_recall"]
+__all__ = ["flatten_captions", "recall_at_k", "recall_from_similarity", "retrieval_recall"]
 
 Captions = Sequence[str] | Sequence[Sequence[str]]
 """One caption per image (``list[str]``) or several (``list[list[str]]``)."""
@@ -60,7 +60,14 @@ def recall_at_k(
         raise ValueError("empty evaluation set")
     if text_to_image.min() < 0 or text_to_image.max() >= num_images:
         raise ValueError(f"captions refer to images outside [0, {num_images})")
-    similarity = image_features @ text_features.T  # N M
+    return recall_from_similarity(image_features @ text_features.T, text_to_image, ks)
+
+
+def recall_from_similarity(
+    similarity: Tensor, text_to_image: Tensor, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """Recall@k both ways (see `recall_at_k`) from an image-text similarity ``(N, M)``."""
+    num_images = similarity.shape[0]
     positive = text_to_image[None, :] == torch.arange(num_images, device=text_to_image.device)[:, None]
     ranks = {"image_to_text": _ranks(similarity, positive), "text_to_image": _ranks(similarity.T, positive.T)}
     return {f"{way}_R@{k}": (r < k).double().mean().item() for way, r in ranks.items() for k in ks}

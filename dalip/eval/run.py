@@ -18,7 +18,8 @@ from .encode import (
     encode_images,
     encode_texts,
 )
-from .retrieval import Captions, flatten_captions, recall_at_k
+from .fusion import check_fusion_weights, fused_similarities, fusion_key
+from .retrieval import Captions, flatten_captions, recall_from_similarity
 from .zero_shot import check_labels, per_class_recall, prompts, topk_accuracy, zero_shot_classifiers
 
 __all__ = ["EvalSetLike", "Results", "TaskLike", "evaluate", "evaluate_set"]
@@ -76,8 +77,12 @@ def evaluate_set(
     top_k: Sequence[int] = (1, 5),
     ks: Sequence[int] = (1, 5, 10),
     progress: bool = True,
+    fusion: Sequence[float] = (),
 ) -> dict[str, dict[str, float]]:
     """``{embedding: {metric: value}}`` for one eval set; images and captions are encoded once.
+
+    With ``fusion`` weights (a model with second-order heads), also ``{"fusion@<a>": {metric: value}}``
+    scored with ``a * s_first + (1 - a) * s_second`` from the same encodings (`dalip.eval.fusion`).
 
     For `StreamedImages`, the unreadable images are left out: labels and captions
     are those of the images read (``images.kept``), and ``num_skipped`` (also
@@ -89,11 +94,13 @@ def evaluate_set(
             prompts(task.classnames, task.templates)
         except ValueError as err:
             raise ValueError(f"task {name!r}: {err}") from err
-    images = encode_images(model, eval_set.images, embeddings, batch_size, image_transform, progress)
+    encoded = tuple(dict.fromkeys([*embeddings, *(("first", "second") if fusion else ())]))
+    views = [*embeddings, *map(fusion_key, fusion)]  # the result entries: embeddings, then fusion weights
+    images = encode_images(model, eval_set.images, encoded, batch_size, image_transform, progress)
     num_samples = images[embeddings[0]].shape[0]
     kept = getattr(eval_set.images, "kept", None)  # StreamedImages: the indices of the readable images
     skipped = {"num_skipped": eval_set.images.skipped} if kept is not None else {}
-    metrics: dict[str, dict[str, Any]] = {e: {"num_samples": num_samples, **skipped} for e in embeddings}
+    metrics: dict[str, dict[str, Any]] = {v: {"num_samples": num_samples, **skipped} for v in views}
     for name, task in tasks.items():
         try:
             labels = torch.as_tensor(task.labels)
@@ -101,20 +108,20 @@ def evaluate_set(
         except ValueError as err:
             raise ValueError(f"task {name!r}: {err}") from err
         classifiers = zero_shot_classifiers(
-            model, tokenizer, task.classnames, task.templates, embeddings, progress=progress
+            model, tokenizer, task.classnames, task.templates, encoded, progress=progress
         )
-        for e in embeddings:
-            metrics[e].update(_task_metrics(name, task, images[e] @ classifiers[e].T, labels, top_k))
-            metrics[e].update({f"{name}/{k}": v for k, v in skipped.items()})
+        for view, scores in fused_similarities(images, classifiers, embeddings, fusion).items():
+            metrics[view].update(_task_metrics(name, task, scores, labels, top_k))
+            metrics[view].update({f"{name}/{k}": v for k, v in skipped.items()})
     captions = getattr(eval_set, "captions", None)
     if captions is not None and kept is not None and len(captions) > 0:
         captions = [captions[i] for i in kept.tolist()]
     if captions is not None and len(captions) > 0:
         texts, owners = flatten_captions(captions, num_samples)
-        text_feats = encode_texts(model, tokenizer, texts, embeddings, progress=progress)
+        text_feats = encode_texts(model, tokenizer, texts, encoded, progress=progress)
         chance = {f"chance_R@{k}": min(k / num_samples, 1.0) for k in ks}
-        for e in embeddings:
-            metrics[e].update({**recall_at_k(images[e], text_feats[e], owners, ks), **chance})
+        for view, similarity in fused_similarities(images, text_feats, embeddings, fusion).items():
+            metrics[view].update({**recall_from_similarity(similarity, owners, ks), **chance})
     return metrics
 
 
@@ -128,6 +135,7 @@ def evaluate(
     top_k: Sequence[int] = (1, 5),
     ks: Sequence[int] = (1, 5, 10),
     progress: bool = True,
+    fusion: Sequence[float] | None = None,
 ) -> Results:
     """Zero-shot accuracy of every task and retrieval recall of every eval set.
 
@@ -141,6 +149,10 @@ def evaluate(
             images pass unchanged and uint8 ones go through `default_image_transform`.
         top_k: zero-shot accuracies (a k above the number of classes is skipped).
         ks: retrieval recall@k.
+        fusion: weights ``a`` in [0, 1] (a model with second-order heads): every
+            metric also at the similarity ``a * s_first + (1 - a) * s_second``, from the
+            same single pass of the towers, under ``"fusion@<a>"`` keys
+            (`dalip.eval.fusion`: ``fusion_curves``, ``plot_fusion``).
 
     Returns:
         ``{embedding: {subset: {metric: value}}}``, metrics ``"num_samples"``,
@@ -154,11 +166,14 @@ def evaluate(
     if not eval_sets:
         raise ValueError("no eval sets given")
     embeddings = check_embeddings(model, embeddings or default_embeddings(model))
-    results: Results = {e: {} for e in embeddings}
+    fusion = check_fusion_weights(fusion) if fusion is not None else ()
+    if fusion and not getattr(model, "has_second_order", False):
+        raise ValueError("fusion curves need a model with second-order heads (this one has first order only)")
+    results: Results = {v: {} for v in [*embeddings, *map(fusion_key, fusion)]}
     for subset, eval_set in eval_sets.items():
         try:
             per_embedding = evaluate_set(
-                model, tokenizer, eval_set, embeddings, batch_size, image_transform, top_k, ks, progress
+                model, tokenizer, eval_set, embeddings, batch_size, image_transform, top_k, ks, progress, fusion
             )
         except ValueError as err:  # keep the non-finite kind (the CLI reports it as a user error)
             kind = NonFiniteEmbeddingError if isinstance(err, NonFiniteEmbeddingError) else ValueError

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_recall
 
+from ..models.dalip_model import fuse_orders
 from .encode import Images, ImageTransform, encode_images, encode_texts
 
 __all__ = [
@@ -35,13 +36,8 @@ def prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
 
 
 def class_embeddings(prompt_embeddings: Tensor, num_classes: int) -> Tensor:
-    """Class-major prompt embeddings ``(C * T, D)`` -> ``(C, D)``: mean over templates, renormalised.
-
-    For the combined embedding (a concatenation of scaled first and second order)
-    the mean-then-renormalise of the concatenation keeps each half proportional to
-    that order's template mean, so it still scores ``alpha * first + (1 - alpha) * second``
-    up to one positive factor per class (the usual CLIP prompt-ensembling convention).
-    """
+    """Class-major prompt embeddings ``(C * T, D)`` -> ``(C, D)``: mean over templates, renormalised
+    (the usual CLIP prompt ensembling)."""
     per_class = prompt_embeddings.reshape(num_classes, -1, prompt_embeddings.shape[-1])
     return F.normalize(per_class.mean(dim=1), dim=-1)
 
@@ -55,9 +51,23 @@ def zero_shot_classifiers(
     batch_size: int = 256,
     progress: bool = True,
 ) -> dict[str, Tensor]:
-    """``{embedding: (C, D)}`` class embeddings from one pass of the text tower."""
-    texts = encode_texts(model, tokenizer, prompts(classnames, templates), embeddings, batch_size, progress)
-    return {e: class_embeddings(t, len(classnames)) for e, t in texts.items()}
+    """``{embedding: (C, D)}`` class embeddings from one pass of the text tower.
+
+    The ``"combined"`` class embedding is built from the first- and second-order
+    class embeddings (each ensembled and renormalised on its own) like the combined
+    image embedding, ``[sqrt(alpha) * first, sqrt(1 - alpha) * second]``, so that its
+    score is exactly ``alpha * first-score + (1 - alpha) * second-score``: the fusion
+    curve of `dalip.eval.fusion` at ``a = alpha``.
+    """
+    wanted = tuple(embeddings)
+    fuse = "combined" in wanted and getattr(model, "has_second_order", False)
+    needed = tuple(dict.fromkeys([e for e in wanted if e != "combined"] + (["first", "second"] if fuse else [])))
+    needed = needed or wanted  # a model without second order: "combined" is its first order
+    texts = encode_texts(model, tokenizer, prompts(classnames, templates), needed, batch_size, progress)
+    classes = {e: class_embeddings(t, len(classnames)) for e, t in texts.items()}
+    if fuse:
+        classes["combined"] = fuse_orders(classes["first"], classes["second"], float(model.alpha))
+    return {e: classes[e] for e in wanted}
 
 
 def zero_shot_classifier(

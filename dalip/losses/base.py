@@ -83,7 +83,7 @@ def feature_pair(outputs: Outputs, order: Order, owner: str) -> tuple[Tensor, Te
     return img, txt
 
 
-def weighted_sum(parts: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+def weighted_sum(parts: Mapping[str, Tensor], weights: Mapping[str, Tensor | float]) -> Tensor:
     """``sum_k weights[k] * parts[k]`` over the keys of ``parts``, in order."""
     terms = [weights[key] * value for key, value in parts.items()]
     return sum(terms[1:], terms[0])
@@ -102,6 +102,10 @@ class AlignmentLoss(nn.Module):
         """Weight of each part in the total; its keys are the keys of `parts`."""
         return {self.part_name: 1.0}
 
+    def weights_for(self, outputs: Outputs) -> Mapping[str, Tensor | float]:
+        """The weights of this call's parts: `weights` (a loss may read them from ``outputs``)."""
+        return self.weights
+
     def value(self, outputs: Outputs) -> Tensor:
         """The loss of a one-term loss: () scalar with the graph."""
         raise NotImplementedError(f"{type(self).__name__} must implement value() or parts()")
@@ -114,7 +118,7 @@ class AlignmentLoss(nn.Module):
         self, *, output_dict: bool = False, **outputs: Any
     ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         parts = self.parts(outputs)
-        total = weighted_sum(parts, self.weights)
+        total = weighted_sum(parts, self.weights_for(outputs))
         if output_dict:
             return total, {key: value.detach() for key, value in parts.items()}
         return total

@@ -143,6 +143,16 @@ class DistributionLoss(CombinedLoss):
         super().__init__({**terms, **aux})
         self.alpha, self.base = alpha, base
 
+    def weights_for(self, outputs: Outputs) -> dict[str, Tensor | float]:
+        """`weights`, with a model's learnable ``alpha`` output (a ``()`` tensor, with its graph)
+        as the first-order weight, so that the weight itself is trained."""
+        alpha = outputs.get("alpha")
+        if alpha is None:
+            return self.weights
+        if "first" not in self.terms or "second" not in self.terms:
+            raise ValueError("distribution: a learnable alpha needs both pairs (built with 0 < alpha < 1)")
+        return {**self.weights, "first": alpha, "second": 1 - alpha}
+
 
 def batch_covariance(x: Tensor) -> Tensor:
     """Unbiased covariance of the columns of x (b, d) over the batch: (d, d), as ``torch.cov(x.T)``."""

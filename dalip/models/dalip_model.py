@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .heads import PooledHead
 from .tokens import TowerOutput, extract_image_tokens, extract_text_tokens, image_tower_kind, text_tower_kind
 
-__all__ = ["DALIPModel", "Embedding"]
+__all__ = ["DALIPModel", "Embedding", "fuse_orders"]
 
 Embedding = Literal["combined", "first", "second"]
 TOWERS = ("image", "text")
@@ -25,6 +25,15 @@ def _per_tower(value: Any, what: str) -> dict[str, Any]:
     if isinstance(value, Mapping) and set(value) & set(TOWERS):
         raise ValueError(f"{what}: mix of per-tower keys and other keys: {sorted(value)}")
     return {t: value for t in TOWERS}
+
+
+def fuse_orders(first: Tensor, second: Tensor, alpha: float) -> Tensor:
+    """``[sqrt(alpha) * first, sqrt(1 - alpha) * second]`` ``(B, 2E)`` of unit ``(B, E)`` embeddings.
+
+    The dot product of two such vectors is ``alpha * first-sim + (1 - alpha) * second-sim``
+    and the vectors are unit norm: the combined embedding of `DALIPModel`.
+    """
+    return torch.cat([math.sqrt(alpha) * first, math.sqrt(1 - alpha) * second], dim=-1)
 
 
 def _token_width(clip: nn.Module, tower: str, kind: str) -> int:
@@ -55,13 +64,17 @@ class DALIPModel(nn.Module):
         second_options: pooler options, shared or ``{"image": {...}, "text": {...}}``.
         alpha: weight of the first-order similarity in the combined embedding
             returned by `encode_image` / `encode_text`.
+        alpha_learnable: learn alpha with the loss, as ``sigmoid(alpha_logit)``
+            initialised at ``alpha`` (output key ``alpha``, which the
+            ``distribution`` loss then uses as its first-order weight).
         separate_second_scale: a second learnable logit scale for the second-order
             pair (output key ``second_logit_scale``).
 
     ``model(images, texts)`` returns a dict with stable keys ``image_features``,
     ``text_features`` (first order, L2-normalised, ``(B, E)``), ``image_second``,
     ``text_second`` (second order, L2-normalised ``(B, E)``, or None),
-    ``logit_scale`` (exp'd), and ``logit_bias`` / ``second_logit_scale`` when used.
+    ``logit_scale`` (exp'd), and ``logit_bias`` / ``second_logit_scale`` / ``alpha``
+    (the learnable fusion weight, a ``()`` tensor in (0, 1)) when used.
     """
 
     def __init__(
@@ -73,11 +86,14 @@ class DALIPModel(nn.Module):
         second_options: Mapping[str, Any] | None = None,
         alpha: float = 0.5,
         separate_second_scale: bool = False,
+        alpha_learnable: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        self.clip, self.embed_dim, self.alpha = clip, embed_dim, alpha
+        if alpha_learnable and not 0.0 < alpha < 1.0:
+            raise ValueError(f"a learnable alpha starts strictly inside (0, 1) (its logit is trained), got {alpha}")
+        self.clip, self.embed_dim, self._alpha = clip, embed_dim, alpha
         self.image_kind, self.text_kind = image_tower_kind(clip.visual), text_tower_kind(clip)
         firsts = _per_tower(first_order, "first_order")
         seconds = _per_tower(second_order, "second_order")
@@ -96,7 +112,15 @@ class DALIPModel(nn.Module):
         self.second_logit_scale = (
             nn.Parameter(torch.tensor(math.log(1 / 0.07))) if separate_second_scale and self.second_heads else None
         )
+        if alpha_learnable and not self.second_heads:
+            raise ValueError("alpha_learnable needs second-order heads (alpha weighs first against second order)")
+        self.alpha_logit = nn.Parameter(torch.logit(torch.tensor(alpha))) if alpha_learnable else None
         self.first_order, self.second_order = firsts, seconds
+
+    @property
+    def alpha(self) -> float:
+        """The first-order weight of the combined embedding (the learned value when ``alpha_learnable``)."""
+        return self._alpha if self.alpha_logit is None else torch.sigmoid(self.alpha_logit.detach()).item()
 
     @property
     def has_second_order(self) -> bool:
@@ -120,19 +144,36 @@ class DALIPModel(nn.Module):
         self._check_input("text", texts)
         return extract_text_tokens(self.clip, texts, self.text_kind)
 
-    def _embed(self, tower: str, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Unit first- and second-order embeddings (None: no second-order head) of one tower's input."""
-        if tower not in self.first_heads and tower not in self.second_heads:
+    def reads_tokens(self, tower: str) -> bool:
+        """Whether a head reads this tower's tokens (else only its own pooled output is used)."""
+        return tower in self.first_heads or tower in self.second_heads
+
+    def tower(self, tower: str, x: Tensor) -> TowerOutput:
+        """One tower's pass: tokens, mask, guide and pooled output, or only ``pooled`` when no head reads tokens.
+
+        The output is everything the heads need, so it can be computed once and
+        reused (see `heads` and `dalip.train.frozen_cache`).
+        """
+        if not self.reads_tokens(tower):
             # no head reads this tower's tokens: its plain forward, exactly open_clip's computation
             self._check_input(tower, x)
             pooled = self.clip.encode_image(x) if tower == "image" else self.clip.encode_text(x)
-            return F.normalize(pooled, dim=-1), None
-        out = self.image_tower(x) if tower == "image" else self.text_tower(x)
+            return TowerOutput(tokens=None, mask=None, guide=None, pooled=pooled)  # type: ignore[arg-type]
+        return self.image_tower(x) if tower == "image" else self.text_tower(x)
+
+    def heads(self, tower: str, out: TowerOutput) -> tuple[Tensor, Tensor | None]:
+        """Unit first- and second-order embeddings ``(B, E)`` (None: no second-order head) of a tower output."""
         first = self.first_heads[tower](out) if tower in self.first_heads else out.pooled
         second = self.second_heads[tower](out) if tower in self.second_heads else None
         return F.normalize(first, dim=-1), None if second is None else F.normalize(second, dim=-1)
 
-    def _combine(self, first: Tensor, second: Tensor | None, embedding: Embedding) -> Tensor:
+    def embed_orders(self, tower: str, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Unit first- and second-order embeddings ``(B, E)`` (None: no second-order head) of
+        ``"image"`` ``(B, 3, H, W)`` or ``"text"`` ``(B, L)`` input: one pass of the tower."""
+        return self.heads(tower, self.tower(tower, x))
+
+    def combine(self, first: Tensor, second: Tensor | None, embedding: Embedding) -> Tensor:
+        """The ``embedding`` (``"first"``, ``"second"`` or ``"combined"``) of `embed_orders`' output."""
         if embedding == "first" or second is None:
             if embedding == "second":
                 raise ValueError("this model has no second-order head")
@@ -141,8 +182,7 @@ class DALIPModel(nn.Module):
             return second
         if embedding != "combined":
             raise ValueError(f"embedding must be 'combined', 'first' or 'second', got {embedding!r}")
-        # dot products of these concatenations are alpha * first-sim + (1 - alpha) * second-sim
-        return torch.cat([math.sqrt(self.alpha) * first, math.sqrt(1 - self.alpha) * second], dim=-1)
+        return fuse_orders(first, second, self.alpha)
 
     # --------------------------------------------------------------- public API
     def encode_image(self, images: Tensor, normalize: bool = True, embedding: Embedding = "combined") -> Tensor:
@@ -153,18 +193,22 @@ class DALIPModel(nn.Module):
         is the mixed similarity). ``normalize`` is accepted for open_clip
         compatibility; the outputs are always unit vectors.
         """
-        return self._combine(*self._embed("image", images), embedding)
+        return self.combine(*self.embed_orders("image", images), embedding)
 
     def encode_text(self, texts: Tensor, normalize: bool = True, embedding: Embedding = "combined") -> Tensor:
         """ONE embedding tensor per text; see `encode_image`."""
-        return self._combine(*self._embed("text", texts), embedding)
+        return self.combine(*self.embed_orders("text", texts), embedding)
 
     def forward(self, images: Tensor, texts: Tensor) -> dict[str, Tensor | None]:
         """Both towers and all heads; returns the stable output dict (see class docs)."""
         if images.shape[0] != texts.shape[0]:
             raise ValueError(f"image and text batch sizes differ: {images.shape[0]} images, {texts.shape[0]} texts")
-        image_first, image_second = self._embed("image", images)
-        text_first, text_second = self._embed("text", texts)
+        return self.forward_towers(self.tower("image", images), self.tower("text", texts))
+
+    def forward_towers(self, image_out: TowerOutput, text_out: TowerOutput) -> dict[str, Tensor | None]:
+        """The output dict of `forward` from already computed tower outputs (e.g. cached frozen towers)."""
+        image_first, image_second = self.heads("image", image_out)
+        text_first, text_second = self.heads("text", text_out)
         out: dict[str, Tensor | None] = {
             "image_features": image_first,
             "text_features": text_first,
@@ -176,9 +220,11 @@ class DALIPModel(nn.Module):
             out["logit_bias"] = self.clip.logit_bias
         if self.second_logit_scale is not None:
             out["second_logit_scale"] = self.second_logit_scale.exp()
+        if self.alpha_logit is not None:
+            out["alpha"] = torch.sigmoid(self.alpha_logit)
         return out
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the new heads (for a separate learning rate)."""
+        """Parameters of the new heads, the second logit scale and the learnable alpha (a separate learning rate)."""
         params = [*self.first_heads.parameters(), *self.second_heads.parameters()]
-        return params + ([self.second_logit_scale] if self.second_logit_scale is not None else [])
+        return params + [p for p in (self.second_logit_scale, self.alpha_logit) if p is not None]

@@ -37,7 +37,7 @@ __all__ = ["export_model", "export_run", "export_tokenizer", "load_export", "pus
 
 DALIP_CONFIG, DALIP_WEIGHTS = "dalip_config.json", "dalip_model.safetensors"
 OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS = "open_clip_config.json", "open_clip_model.safetensors"
-HEAD_KEYS = ("first_order", "second_order", "second_options", "alpha", "separate_second_scale")
+HEAD_KEYS = ("first_order", "second_order", "second_options", "alpha", "separate_second_scale", "alpha_learnable")
 
 
 def _save_tensors(state: Mapping[str, Any], path: Path) -> None:

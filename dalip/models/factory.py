@@ -160,6 +160,7 @@ def create_model(
     second_options: Mapping[str, Any] | None = None,
     alpha: float = 0.5,
     separate_second_scale: bool = False,
+    alpha_learnable: bool = False,
     pretrained_towers: bool = True,
     pretrained_strict: bool = True,
     cache_dir: str | None = None,
@@ -192,6 +193,7 @@ def create_model(
         second_options: pooler options, shared or per tower.
         alpha: first-order weight of the combined embedding.
         separate_second_scale: learn a second logit scale for the second-order pair.
+        alpha_learnable: learn alpha (``sigmoid`` of a trained logit, initialised at ``alpha``).
         pretrained_towers: load the weights the model's source provides (the packages of
             dalip configs, the weights of ``hf-hub:`` / ``local-dir:`` names). False builds the
             architecture only, e.g. to load a checkpoint holding every weight.
@@ -268,6 +270,7 @@ def create_model(
         second_options=second_options,
         alpha=alpha,
         separate_second_scale=separate_second_scale,
+        alpha_learnable=alpha_learnable,
     )
     model.load_report = (load_checkpoint(model, pretrained, strict=pretrained_strict) if is_file
                          else LoadReport(source=source, fresh=head_keys(model)))

@@ -8,7 +8,7 @@ from pathlib import Path
 from .._optional import require
 from .aggregate import Row
 
-__all__ = ["headline_embedding", "plot_sweep", "plot_tradeoff"]
+__all__ = ["headline_embedding", "plot_fusion_sweep", "plot_sweep", "plot_tradeoff"]
 
 _PREFERENCE = ("combined", "first", "second")
 
@@ -55,6 +55,43 @@ def plot_sweep(rows: Sequence[Row], path: Path, metric_suffix: str = "/top1") ->
         ax.set(ylabel=f"zero-shot {metric_suffix.strip('/')} (%)", title=subset)
         ax.legend(fontsize=8)
     fig.suptitle("mean +- std over seeds (dotted: chance)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return Path(path)
+
+
+def plot_fusion_sweep(rows: Sequence[Row], path: Path) -> Path:
+    """Fusion curves of a sweep: a panel per (subset, task), a line per variant, mean +- std band over seeds.
+
+    ``rows`` are the `summarise` rows of the ``fusion@<a>`` entries; each panel draws
+    every zero-shot top-1 and image -> text R@1 against the weight ``a``.
+    """
+    from ..eval.fusion import FUSION_PREFIX
+
+    panels = list(dict.fromkeys(
+        (r.subset, m) for r in rows for m in r.mean if m.endswith("/top1") or m == "image_to_text_R@1"
+    ))
+    variants = list(dict.fromkeys(r.variant for r in rows))
+    cols = min(3, len(panels)) or 1
+    fig = _figure((4.2 * cols, 3.4 * -(-len(panels) // cols)))
+    axes = fig.subplots(-(-len(panels) // cols), cols, squeeze=False).flatten()
+    for ax, (subset, metric) in zip(axes, panels):
+        for variant in variants:
+            points = sorted(
+                (float(r.embedding[len(FUSION_PREFIX):]), 100 * r.mean[metric], 100 * r.std.get(metric, 0.0))
+                for r in rows if r.variant == variant and r.subset == subset and metric in r.mean
+            )
+            if not points:
+                continue
+            a, mean, std = (list(x) for x in zip(*points))
+            ax.plot(a, mean, marker="o", markersize=3, label=variant)
+            ax.fill_between(a, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.15)
+        ax.set(title=f"{subset}: {metric}", xlabel="a (1: first order only, 0: second only)", ylabel="%")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle("inference-time fusion a * s_first + (1 - a) * s_second: mean +- std over seeds", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return Path(path)

@@ -42,17 +42,54 @@ def build_model(config: TrainConfig, load_weights: bool = True) -> DALIPModel:
             # drops its activation (EfficientNet's outputs then explode); timm's keeps it
             model.clip.lock_image_tower(unlocked_groups=m.unlocked_image_groups, freeze_bn_stats=False)
         trunk = getattr(model.clip.visual, "trunk", None)
-        if trunk is not None and m.unlocked_image_groups == 0:
-            from timm.layers import freeze_batch_norm_2d
-
-            model.clip.visual.trunk = freeze_batch_norm_2d(trunk)
+        if trunk is not None:
+            model.clip.visual.trunk = freeze_locked_batch_norm(trunk)
     if m.lock_text:
-        model.clip.lock_text_tower(unlocked_layers=m.unlocked_text_layers, freeze_layer_norm=True)
+        lock_text_tower(model.clip, m.unlocked_text_layers)
     if m.grad_checkpointing:
         model.clip.set_grad_checkpointing(True)
     if m.channels_last:  # 4-d (conv) weights only; convolutions then run NHWC, inputs may stay NCHW
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def lock_text_tower(clip: nn.Module, unlocked_layers: int) -> None:
+    """open_clip's ``lock_text_tower`` (layer norms frozen too), with the last ``unlocked_layers`` trainable.
+
+    open_clip's table of Hugging Face architectures lacks the layer attribute of BERT
+    (MiniLM), so their partial unlocking is done here the way open_clip does it for
+    the others: the embeddings and all but the last layers of ``encoder.layer`` frozen.
+    """
+    try:
+        clip.lock_text_tower(unlocked_layers=unlocked_layers, freeze_layer_norm=True)
+        return
+    except KeyError:  # raised before any parameter is changed
+        encoder = getattr(getattr(getattr(clip, "text", None), "transformer", None), "encoder", None)
+        if unlocked_layers == 0 or not hasattr(encoder, "layer"):
+            raise
+    transformer = clip.text.transformer
+    for module in [transformer.embeddings, *encoder.layer][:-unlocked_layers]:
+        for p in module.parameters():
+            p.requires_grad = False
+
+
+def freeze_locked_batch_norm(module: nn.Module) -> nn.Module:
+    """timm's frozen BatchNorm (fixed running statistics) in every sub-module whose parameters are all locked.
+
+    A partly unlocked CNN trains its last stages with batch statistics while the
+    locked stages keep the pretrained ones (in train mode they would otherwise use,
+    and overwrite, batch statistics under frozen weights). Returns ``module`` or its replacement.
+    """
+    from timm.layers import freeze_batch_norm_2d
+
+    params = list(module.parameters())
+    if params and not any(p.requires_grad for p in params):
+        return freeze_batch_norm_2d(module)
+    for name, child in module.named_children():
+        replacement = freeze_locked_batch_norm(child)
+        if replacement is not child:
+            setattr(module, name, replacement)
+    return module
 
 
 def _create_model(config: TrainConfig, load_weights: bool) -> DALIPModel:
@@ -65,6 +102,7 @@ def _create_model(config: TrainConfig, load_weights: bool) -> DALIPModel:
         second_options=m.second_options,
         alpha=m.alpha,
         separate_second_scale=m.separate_second_scale,
+        alpha_learnable=m.alpha_learnable,
         pretrained_towers=load_weights,
         pretrained_strict=m.pretrained_strict,
         **m.open_clip,
@@ -97,7 +135,9 @@ def build_optimizer(model: DALIPModel, config: TrainConfig) -> torch.optim.AdamW
     lr = {"decay": o.lr, "no_decay": o.lr, "heads": o.head_lr, "heads_no_decay": o.head_lr}
     decay = {"decay": o.weight_decay, "heads": o.weight_decay, "no_decay": 0.0, "heads_no_decay": 0.0}
     params = [{"params": ps, "lr": lr[k], "weight_decay": decay[k], "name": k} for k, ps in groups.items() if ps]
-    fused = next(model.parameters()).is_cuda
+    # torch's fused AdamW (one kernel over all tensors) on CUDA and CPU: on a CPU the default
+    # per-tensor loop is ~10x slower, and that step is a large share of a run (benchmarks/results)
+    fused = all(p.device.type in ("cuda", "cpu") and p.is_floating_point() for g in params for p in g["params"])
     return torch.optim.AdamW(params, betas=tuple(o.betas), eps=o.eps, fused=fused or None)
 
 

@@ -43,10 +43,12 @@ class ModelConfig:
     second_options: dict = field(default_factory=dict)
     alpha: float = 0.5  # first-order weight of the combined embedding (and of the loss)
     separate_second_scale: bool = False
+    alpha_learnable: bool = False  # learn alpha as sigmoid(logit), starting at `alpha` (head learning rate)
     lock_image: bool = False  # LiT-style: freeze the image tower ...
     unlocked_image_groups: int = 0  # ... except its last N layer groups (timm trunks, open_clip ViTs)
     lock_text: bool = False
     unlocked_text_layers: int = 0
+    cache_frozen: bool = False  # both towers locked, no augmentation: compute their outputs once, reuse every epoch
     grad_checkpointing: bool = False
     compile: bool = False
     channels_last: bool = False  # NHWC conv weights: ~2x faster CNN towers on a CPU (no effect on ViTs' tokens)
@@ -109,6 +111,7 @@ class EvalConfig:
     batch_size: int = 128
     embeddings: list | None = None  # default: first, second, combined (when available)
     every: int = 0  # also evaluate every N steps (0: only at the end)
+    fusion: list | None = None  # weights a: also score a * s_first + (1 - a) * s_second (curve + plot)
     # zero-shot sets of labelled images: [{path: DIR_OR_CSV, name, classnames, templates, img_key, label_key, separator}]
     zero_shot: list = field(default_factory=list)
 
@@ -347,8 +350,17 @@ def validate(config: TrainConfig) -> None:
         create_dataset(dict(config.data.spec))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"data.spec: {err}") from None
+    _validate_cache_frozen(config)
     checks = [
         (0 <= m.alpha <= 1, "model.alpha must be in [0, 1]"),
+        (not m.alpha_learnable or 0 < m.alpha < 1,
+         f"model.alpha_learnable: the starting model.alpha must lie strictly inside (0, 1), got {m.alpha}"),
+        (not m.alpha_learnable or m.second_order is not None,
+         "model.alpha_learnable needs second-order heads (model.second_order is null)"),
+        (not m.alpha_learnable or config.loss.name == "distribution",
+         f"model.alpha_learnable is trained by the 'distribution' loss, not {config.loss.name!r}"),
+        (not m.alpha_learnable or "alpha" not in config.loss.options,
+         "model.alpha_learnable: remove loss.options.alpha (the loss uses the model's learned alpha)"),
         (config.optim.steps >= 1, "optim.steps must be >= 1"),
         (config.optim.accum_steps >= 1, "optim.accum_steps must be >= 1"),
         (config.optim.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
@@ -365,6 +377,45 @@ def validate(config: TrainConfig) -> None:
         if not ok:
             raise ConfigError(message)
     validate_zero_shot(config.eval.zero_shot)
+    _validate_fusion(config)
+
+
+def _validate_fusion(config: TrainConfig) -> None:
+    """``eval.fusion``: weights in [0, 1], for a model with second-order heads."""
+    if config.eval.fusion is None:
+        return
+    from ..eval.fusion import check_fusion_weights
+
+    try:
+        check_fusion_weights(config.eval.fusion)
+    except ValueError as err:
+        raise ConfigError(f"eval.fusion: {err}") from None
+    if config.model.second_order is None:
+        raise ConfigError("eval.fusion: fusion curves need second-order heads (model.second_order is null)")
+
+
+def _validate_cache_frozen(config: TrainConfig) -> None:
+    """``model.cache_frozen``: the cached outputs must be what training computes (locked towers, fixed samples)."""
+    m = config.model
+    if not m.cache_frozen:
+        return
+    from ..data import create_dataset
+
+    spec = create_dataset(dict(config.data.spec))  # checked above
+    towers = (("image", m.lock_image, "unlocked_image_groups", m.unlocked_image_groups),
+              ("text", m.lock_text, "unlocked_text_layers", m.unlocked_text_layers))
+    problems = [f"the {t} tower is not fully locked (model.lock_{t}={str(lock).lower()}, model.{key}={n}): "
+                f"set model.lock_{t}=true and model.{key}=0" for t, lock, key, n in towers if not lock or n]
+    if spec.augment:
+        problems.append("training augmentation is on (data.spec.augment is true, the default): every epoch sees "
+                        "new crops of an image; set data.spec.augment=false")
+    if spec.domain_fraction is not None:
+        problems.append("data.spec.domain_fraction mixes two sources, redrawing the sample behind an index every "
+                        "epoch; train on one source")
+    if spec.kind == "wds":
+        problems.append("webdataset shards (dataset: wds) are a stream without sample indices to cache by")
+    if problems:
+        raise ConfigError("model.cache_frozen: " + "; ".join(problems))
 
 
 def _finite(value: Any) -> bool:

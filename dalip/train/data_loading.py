@@ -136,17 +136,27 @@ class RunData:
     train: TrainBatches
     eval_sets: dict
     spec: Any
+    train_set: Any = None  # the training dataset itself (items (image, caption))
 
 
-def build_data(config: TrainConfig, dist: DistInfo, model: Any = None) -> RunData:
-    """Training batches and evaluation sets from ``config.data`` (preprocessing from ``model`` where unset)."""
+def build_data(config: TrainConfig, dist: DistInfo, model: Any = None, keyed: bool = False) -> RunData:
+    """Training batches and evaluation sets from ``config.data`` (preprocessing from ``model`` where unset).
+
+    ``keyed``: batches of ``(dataset index, caption)`` keys instead of images
+    (`dalip.train.frozen_cache.KeyedBatch`, for ``model.cache_frozen``), in the same order.
+    """
     from .. import data as dalip_data
 
     spec = make_spec(config, model)
     train_set = dalip_data.build_train_dataset(spec)
-    batches = TrainBatches(train_set, dalip_data.collate, config.data.batch_size, config.data.workers,
-                           config.run.seed, dist)
-    return RunData(batches, dalip_data.build_eval_sets(spec), spec)
+    samples, collate = train_set, dalip_data.collate
+    if keyed:
+        from .frozen_cache import KeyedSamples, check_cacheable_dataset, collate_keyed
+
+        check_cacheable_dataset(train_set)
+        samples, collate = KeyedSamples(train_set), collate_keyed
+    batches = TrainBatches(samples, collate, config.data.batch_size, config.data.workers, config.run.seed, dist)
+    return RunData(batches, dalip_data.build_eval_sets(spec), spec, train_set)
 
 
 def build_eval_sets(config: TrainConfig, model: Any = None) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..eval import ZeroShotSet, evaluate, format_results, save_results, zero_shot_eval_set
+from ..eval.fusion import format_fusion, plot_fusion
 from .config import ConfigError, TrainConfig
 
 __all__ = ["evaluate_checkpoint", "evaluate_run", "finish_run", "zero_shot_sets"]
@@ -52,6 +53,8 @@ def evaluate_run(
 
     Besides ``eval_sets``, evaluates the labelled image sets of ``config.eval.zero_shot``
     (or ``zero_shot`` when given), each under its name, with the model's own transform.
+    With ``config.eval.fusion``, the fusion curve also goes to the JSON (``fusion@<a>``
+    entries), a table and ``<json stem>_fusion.png`` (the training alpha marked).
     """
     from .data_loading import eval_image_transform
 
@@ -64,10 +67,15 @@ def evaluate_run(
         embeddings=config.eval.embeddings,
         batch_size=config.eval.batch_size,
         image_transform=eval_image_transform(config, model),
+        fusion=config.eval.fusion,
     )
     save_results(results, output_json)
     print(format_results(results))
     print(f"evaluation written to {output_json}")
+    if config.eval.fusion:
+        print(format_fusion(results, model.alpha))
+        plot = plot_fusion(results, output_json.with_name(f"{output_json.stem}_fusion.png"), model.alpha)
+        print(f"fusion curve plotted to {plot}")
     return results
 
 
@@ -86,6 +94,7 @@ def evaluate_checkpoint(
     overrides: list[str] | None = None,
     zero_shot: Mapping[str, ZeroShotSet] | None = None,
     run_sets: bool = False,
+    fusion: list[float] | None = None,
 ) -> dict:
     """``dalip eval``: rebuild the run's model from its checkpoint and evaluate it.
 
@@ -95,6 +104,7 @@ def evaluate_checkpoint(
     ``zero_shot``) beside the checkpoint; when that file exists (e.g. the run's own final
     evaluation), a new ``eval-2.json``, ``eval-3.json``, ... instead: a default never
     replaces earlier results (an explicit ``output`` is written as given).
+    ``fusion`` weights (``dalip eval --fusion``) replace ``eval.fusion`` of the run's config.
     """
     from ..models import get_tokenizer
     from .data_loading import build_eval_sets
@@ -102,6 +112,7 @@ def evaluate_checkpoint(
     from .run_loading import load_run
 
     checkpoint = Path(checkpoint)
+    overrides = [*(overrides or []), *([f"eval.fusion={list(fusion)}"] if fusion is not None else [])]
     model, config = load_run(checkpoint, overrides)
     tokenizer = get_tokenizer(config.model.name)
     if zero_shot is None:

@@ -37,6 +37,7 @@ from .config import ConfigError, TrainConfig, config_to_dict, save_config
 from .data_loading import RunData, TrainBatches, build_data
 from .distributed import DistInfo, init_distributed
 from .evaluate import evaluate_run, finish_run
+from .frozen_cache import CachedTowersForward, FrozenTowerCache
 from .metrics_log import METRICS, MetricsLog, read_metrics
 from .run_folder import RunFolderError, RunLock, check_resume_config, claim_run_folder
 
@@ -143,24 +144,31 @@ class StepStats:
         return {"loss": self.loss.item() / n, **{f"loss/{k}": v.item() / n for k, v in self.parts.items()}}
 
 
-def _train_step(net, model, loss_fn, tokenizer, micro_iter, optimizer, scheduler, config, dist_info) -> StepStats:
-    """One optimizer step over ``accum_steps`` micro-batches (no host synchronisation)."""
+def _train_step(net, model, loss_fn, tokenizer, micro_iter, optimizer, scheduler, config, dist_info,
+                frozen: FrozenTowerCache | None = None) -> StepStats:
+    """One optimizer step over ``accum_steps`` micro-batches (no host synchronisation).
+
+    With ``frozen`` the batches are keys and ``net`` takes the cached tower outputs (`CachedTowersForward`).
+    """
     o = config.optim
     stats = StepStats.empty(dist_info.device)
     stats.steps = 1
     for micro in range(o.accum_steps):
         batch = next(micro_iter)
-        images = batch.images.to(dist_info.device, non_blocking=True)
-        texts = tokenizer(batch.texts).to(dist_info.device, non_blocking=True)
+        if frozen is not None:
+            inputs = frozen.lookup(batch)
+        else:
+            inputs = (batch.images.to(dist_info.device, non_blocking=True),
+                      tokenizer(batch.texts).to(dist_info.device, non_blocking=True))
         last = micro == o.accum_steps - 1
         no_sync = net.no_sync() if isinstance(net, DistributedDataParallel) and not last else contextlib.nullcontext()
         with no_sync, autocast(config, dist_info.device):
-            out = net(images, texts)
+            out = net(*inputs)
             loss, parts = loss_fn(**out, output_dict=True)
         (loss / o.accum_steps).backward()
         stats.add(StepStats(loss.detach() / o.accum_steps,
                             {k: v.detach().float() / o.accum_steps for k, v in parts.items()},
-                            images=images.shape[0], skipped=batch.skipped))
+                            images=len(batch), skipped=batch.skipped))
     if o.grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
     optimizer.step()
@@ -203,13 +211,14 @@ class Trainer:
         self.loss_fn = build_loss(config)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config)
-        self.data: RunData = build_data(config, self.dist, self.model)
+        self.data: RunData = build_data(config, self.dist, self.model, keyed=config.model.cache_frozen)
         self.step, self.metrics, micro = 0, [], 0
         if resume:
             micro = self._resume()
+        self.frozen = self._build_frozen_cache() if config.model.cache_frozen else None
         self.micro_batches = MicroBatches(self.data.train, micro)
         self.log = self._open_log() if self.dist.is_main else None
-        self.net = self._wrap(self.model)
+        self.net = self._wrap(self.model if self.frozen is None else CachedTowersForward(self.model))
 
     # ------------------------------------------------------------------ set-up
     def _resume(self) -> int:
@@ -227,6 +236,14 @@ class Trainer:
         if self.dist.is_main:
             print(f"resumed from {found[0]} at step {self.step}/{self.config.optim.steps}")
         return int(state.get("micro", self.step * self.config.optim.accum_steps))
+
+    def _build_frozen_cache(self) -> FrozenTowerCache:
+        """``model.cache_frozen``: both frozen towers over every training sample, once (after a resume's weights)."""
+        cache = FrozenTowerCache.build(self.model, self.data.train_set, self.tokenizer, self.config,
+                                       self.dist.device, progress=self.dist.is_main)
+        if self.dist.is_main:
+            print(cache.summary(), flush=True)
+        return cache
 
     def _open_log(self) -> MetricsLog:
         config = self.config
@@ -276,6 +293,7 @@ class Trainer:
             "lr": lrs[0],
             "head_lr": lrs[-1],
             "logit_scale": self.model.clip.logit_scale.exp().item(),
+            **({"alpha": self.model.alpha} if self.model.alpha_logit is not None else {}),
             "images_per_s": window.images * self.dist.world_size / max(elapsed, 1e-9),
             "skipped": window.skipped,
         }
@@ -303,7 +321,7 @@ class Trainer:
                 while self.step < target:
                     set_train_mode(self.model, config)
                     stats = _train_step(self.net, self.model, self.loss_fn, self.tokenizer, self.micro_batches,
-                                        self.optimizer, self.scheduler, config, self.dist)
+                                        self.optimizer, self.scheduler, config, self.dist, self.frozen)
                     window.add(stats)
                     self.step += 1
                     skipped_total += stats.skipped

@@ -23,6 +23,9 @@ def plot_run(metrics: list[dict], results: dict, path: str | Path) -> Path:
     left.set(xlabel="step", ylabel="loss", title="training loss")
     left.legend(fontsize=8)
 
+    from ..eval.fusion import without_fusion  # the fusion curve has its own plot
+
+    results = without_fusion(results)
     embeddings = list(results)
     groups = [  # (subset, task) pairs that have a top-1 accuracy
         (subset, key[: -len("/top1")])

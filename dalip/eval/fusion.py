@@ -1,0 +1,145 @@
+"""Inference-time fusion curves: every metric at ``a * s_first + (1 - a) * s_second`` for several ``a``.
+
+A model trained with first-order weight ``alpha`` need not be scored at ``alpha``:
+`evaluate(..., fusion=[0, 0.1, ..., 1])` adds, from the same single pass of the
+towers, one pseudo-embedding ``"fusion@<a>"`` per weight to the results, scored with
+the similarity ``a * s_first + (1 - a) * s_second``. ``fusion@1`` equals the
+``"first"`` numbers, ``fusion@0`` the ``"second"`` ones and ``fusion@<alpha>`` the
+``"combined"`` ones (a zero-shot class embedding is ensembled per order, see
+`zero_shot_classifiers`).
+
+```python
+results = evaluate(model, tokenizer, sets, fusion=[0, 0.25, 0.5, 0.75, 1])
+curves = fusion_curves(results)          # {a: {subset: {metric: value}}}
+plot_fusion(results, "fusion.png", alpha=model.alpha)
+```
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from .._markdown import markdown_table
+from .._optional import require
+
+__all__ = [
+    "FUSION_PREFIX",
+    "check_fusion_weights",
+    "format_fusion",
+    "fused_similarities",
+    "fusion_curves",
+    "fusion_key",
+    "only_fusion",
+    "plot_fusion",
+    "without_fusion",
+]
+
+FUSION_PREFIX = "fusion@"
+
+
+def fusion_key(weight: float) -> str:
+    """The results key of one fusion weight: ``0.25 -> "fusion@0.25"``."""
+    return f"{FUSION_PREFIX}{weight:g}"
+
+
+def check_fusion_weights(weights: Sequence[float]) -> tuple[float, ...]:
+    """Weights as floats in [0, 1], de-duplicated in order; a clear error otherwise."""
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+        raise ValueError(f"fusion weights must be a list of numbers in [0, 1], got {weights!r}")
+    out = []
+    for w in weights:
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and 0 <= w <= 1):
+            raise ValueError(f"fusion weights must be numbers in [0, 1], got {w!r} in {list(weights)}")
+        out.append(float(w))
+    if not out:
+        raise ValueError("fusion: no weights given (e.g. [0, 0.25, 0.5, 0.75, 1])")
+    return tuple(dict.fromkeys(out))
+
+
+def fused_similarities(
+    queries: Mapping[str, Tensor], keys: Mapping[str, Tensor], embeddings: Sequence[str], fusion: Sequence[float]
+) -> dict[str, Tensor]:
+    """``{embedding or fusion key: (N, M) similarity}`` of unit query and key embeddings.
+
+    Each embedding scores ``queries[e] @ keys[e].T``; each fusion weight ``a`` scores
+    ``a * s_first + (1 - a) * s_second`` (``queries``/``keys`` then need "first" and "second").
+    """
+    out = {e: queries[e] @ keys[e].T for e in embeddings}
+    if fusion:
+        first, second = (queries[o] @ keys[o].T for o in ("first", "second"))
+        out.update({fusion_key(a): a * first + (1 - a) * second for a in fusion})
+    return out
+
+
+def fusion_curves(results: Mapping[str, Any]) -> dict[float, dict[str, dict[str, Any]]]:
+    """``{a: {subset: {metric: value}}}`` of the ``fusion@<a>`` entries of `evaluate` results, by ``a``."""
+    curves = {float(k[len(FUSION_PREFIX):]): v for k, v in results.items() if k.startswith(FUSION_PREFIX)}
+    return dict(sorted(curves.items()))
+
+
+def without_fusion(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The results of the real embeddings only (first, second, combined)."""
+    return {k: v for k, v in results.items() if not k.startswith(FUSION_PREFIX)}
+
+
+def only_fusion(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``fusion@<a>`` entries of the results (empty without a fusion curve)."""
+    return {k: v for k, v in results.items() if k.startswith(FUSION_PREFIX)}
+
+
+def _curve_metrics(curves: Mapping[float, Mapping[str, Mapping[str, Any]]]) -> list[tuple[str, str]]:
+    """(subset, metric) pairs to draw: every zero-shot top-1 and both retrieval R@1."""
+    first = next(iter(curves.values()), {})
+    return [
+        (subset, metric)
+        for subset, metrics in first.items()
+        for metric in metrics
+        if metric.endswith("/top1") or metric in ("image_to_text_R@1", "text_to_image_R@1")
+    ]
+
+
+def format_fusion(results: Mapping[str, Any], alpha: float | None = None) -> str:
+    """A markdown table of the fusion curve: a row per weight ``a``, a column per task (in %)."""
+    curves = fusion_curves(results)
+    if not curves:
+        return ""
+    columns = _curve_metrics(curves)
+    rows = [
+        [f"{a:g}" + (" (train alpha)" if alpha is not None and math.isclose(a, alpha) else ""),
+         *(f"{100 * metrics.get(s, {}).get(m, float('nan')):.1f}" for s, m in columns)]
+        for a, metrics in curves.items()
+    ]
+    header = ["a", *(f"{s} {m}" for s, m in columns)]
+    lines = markdown_table(header, rows, text_columns=1)
+    return "\n".join(["fusion curve: a * s_first + (1 - a) * s_second (a = 1: first order only)", "", *lines])
+
+
+def plot_fusion(
+    results: Mapping[str, Any], path: str | os.PathLike[str], alpha: float | None = None, title: str = ""
+) -> Path:
+    """Accuracy vs fusion weight ``a``: one line per task (zero-shot top-1, retrieval R@1), ``alpha`` marked."""
+    Figure = require("matplotlib.figure", "train", "the fusion plot").Figure  # no pyplot: caller's state untouched
+    curves = fusion_curves(results)
+    if not curves:
+        raise ValueError("no fusion curve in these results (evaluate with fusion=[...])")
+    weights = list(curves)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for subset, metric in _curve_metrics(curves):
+        values = [100 * curves[a].get(subset, {}).get(metric, float("nan")) for a in weights]
+        ax.plot(weights, values, marker="o", markersize=3, label=f"{subset} {metric}")
+    if alpha is not None:
+        ax.axvline(alpha, color="k", linestyle="--", linewidth=1, label=f"training alpha = {alpha:.3g}")
+    ax.set(xlabel="fusion weight a  (score = a * first + (1 - a) * second)", ylabel="accuracy / recall (%)",
+           xlim=(-0.02, 1.02), title=title or "inference-time fusion of first- and second-order similarity")
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return Path(path)
