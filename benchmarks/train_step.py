@@ -9,7 +9,11 @@ fixed synthetic batch already on the device, so the data pipeline is left out
 (``vs_open_clip_train.py`` measures the whole recipe with real data).
 
 * time: median (and min) over ``--steps`` steps after ``--warmup``, the variants
-  timed round-robin (one step each in turn), the device synchronised around each step;
+  timed round-robin (one step each in turn), the device synchronised around each step,
+  repeated for ``--rounds`` rounds; the ratio is the median of all paired step ratios
+  (dalip's step / the adjacent clip step's), also given per round with its spread;
+* phases: forward + loss, backward, clipping, optimizer and ``zero_grad`` of a few more steps;
+* process: glibc keeps freed large blocks, as ``dalip train`` sets it (``--system-allocator``: not);
 * peak memory (CUDA): ``max_memory_allocated`` during one step minus allocated before it;
 * FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one step (matrix products
   and convolutions, forward and backward), so the time ratio can be read against
@@ -25,13 +29,14 @@ Writes ``results/train_step_<device>.md`` (``--out``) and prints it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import statistics
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -42,6 +47,7 @@ from dalip.models import get_tokenizer
 from dalip.pooling import value_checks
 from dalip.train.config import config_from_dict
 from dalip.train.distributed import DistInfo
+from dalip.train.allocator import keep_freed_memory
 from dalip.train.builders import build_model, build_optimizer, set_train_mode
 from dalip.train.loop import _train_step
 
@@ -59,6 +65,42 @@ class Recipe:
     name: str
     step: Callable[[], None]
     params: int
+    optimizer: torch.optim.Optimizer
+
+
+@contextlib.contextmanager
+def phase_timer(recipe: Recipe, device: torch.device) -> Iterator[dict[str, float]]:
+    """Seconds spent in backward, gradient clipping, ``optimizer.step`` and ``zero_grad`` (summed) while inside.
+
+    The functions the recipe step calls are wrapped for the duration (device
+    synchronised around each); the rest of a step is forward + loss + scheduler.
+    """
+    spent: dict[str, float] = {"backward": 0.0, "grad clipping": 0.0, "optimizer": 0.0, "zero_grad": 0.0}
+
+    def timed(phase: str, fn: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
+            C.sync(device)
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            C.sync(device)
+            spent[phase] += time.perf_counter() - t0
+            return out
+        return wrapper
+
+    originals = [(torch.Tensor, "backward"), (torch.nn.utils, "clip_grad_norm_"),
+                 (recipe.optimizer, "step"), (recipe.optimizer, "zero_grad")]
+    saved = [(owner, name, getattr(owner, name)) for owner, name in originals]
+    phases = list(spent)
+    try:
+        for (owner, name, fn), phase in zip(saved, phases):
+            setattr(owner, name, timed(phase, fn))
+        yield spent
+    finally:
+        for owner, name, fn in saved:
+            if owner is recipe.optimizer:
+                delattr(owner, name)  # back to the class's method
+            else:
+                setattr(owner, name, fn)
 
 
 def build_recipe(name: str, args, device: torch.device) -> Recipe:
@@ -89,14 +131,15 @@ def build_recipe(name: str, args, device: torch.device) -> Recipe:
         with value_checks(config.run.value_checks):
             _train_step(model, model, loss_fn, lambda t: t, batches, optimizer, scheduler, config, dist_info)
 
-    return Recipe(name, step, sum(p.numel() for p in model.parameters()))
+    return Recipe(name, step, sum(p.numel() for p in model.parameters()), optimizer)
 
 
 def time_recipes(recipes: list[Recipe], steps: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
-    """Round-robin step times in seconds."""
+    """Step times in seconds, round-robin: one step of each variant in turn, the order reversed every
+    other step (neither variant always runs right after the other's step)."""
     times: dict[str, list[float]] = {r.name: [] for r in recipes}
     for i in range(warmup + steps):
-        for r in recipes:
+        for r in recipes if i % 2 == 0 else recipes[::-1]:
             C.sync(device)
             t0 = time.perf_counter()
             r.step()
@@ -105,6 +148,12 @@ def time_recipes(recipes: list[Recipe], steps: int, warmup: int, device: torch.d
                 times[r.name].append(time.perf_counter() - t0)
         print(f"step {i + 1}/{warmup + steps}", file=sys.stderr)
     return times
+
+
+def paired_ratio(times: dict[str, list[float]]) -> float:
+    """Median over steps of dalip's step time / the adjacent clip step's: a slow spell of the machine
+    hits both steps of a pair, so this is steadier than a ratio of medians."""
+    return statistics.median(d / c for d, c in zip(times["dalip"], times["clip"]))
 
 
 def peak_step_bytes(recipe: Recipe, device: torch.device) -> int | None:
@@ -118,16 +167,40 @@ def peak_step_bytes(recipe: Recipe, device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated() - base
 
 
-def report(args, device: torch.device, recipes: list[Recipe], times, peaks, flops) -> str:
+def phase_medians(recipes: list[Recipe], steps: int, device: torch.device) -> dict[str, dict[str, float]]:
+    """Median seconds per phase (`phase_timer`) over ``steps`` round-robin steps, after the timed rounds."""
+    rows: dict[str, list[dict[str, float]]] = {r.name: [] for r in recipes}
+    for _ in range(steps):
+        for r in recipes:
+            with phase_timer(r, device) as spent:
+                C.sync(device)
+                t0 = time.perf_counter()
+                r.step()
+                C.sync(device)
+                total = time.perf_counter() - t0
+            rows[r.name].append({"forward + loss": total - sum(spent.values()), **spent, "step": total})
+    return {name: {k: statistics.median(row[k] for row in rs) for k in rs[0]} for name, rs in rows.items()}
+
+
+def report(args, device: torch.device, recipes: list[Recipe], rounds, peaks, flops, phases, allocator: bool) -> str:
+    """``rounds``: one ``{variant: [step seconds]}`` per round."""
+    flop_ratio = flops["dalip"] / flops["clip"]
+    goal = GOAL if device.type == "cuda" else round(GOAL * flop_ratio, 3)  # CPU: relative to the arithmetic
+    times = {r.name: [t for rnd in rounds for t in rnd[r.name]] for r in recipes}
     med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = [paired_ratio(rnd) for rnd in rounds]
+    pooled = paired_ratio({name: [t for rnd in rounds for t in rnd[name]] for name in ("clip", "dalip")})
     lines = [
         f"# Training step: DALIP vs plain CLIP ({device.type})",
         "",
         *C.machine_lines(device.type),
         f"- model {args.model}, batch {args.batch}, precision {args.precision}; one step = dalip's recipe step"
-        " (autocast forward, loss, backward, AdamW, scheduler) on a fixed synthetic batch on the device",
+        " (autocast forward, loss, backward, gradient clipping, fused AdamW, scheduler) on a fixed synthetic"
+        " batch on the device",
         "- variants: `clip` = the towers' outputs, `clip` loss; `dalip` = the same plus `mbdc_paper` on the"
         " tokens of both towers, `distribution` loss",
+        f"- process: glibc keeps freed large blocks (`dalip.train.allocator.keep_freed_memory`, as `dalip train`"
+        f" does): {'on' if allocator else 'OFF (--system-allocator)'}",
         "",
         "| variant | parameters (M) | step median (ms) | min (ms) | images/s | step peak memory (GiB) | GFLOP/step |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -139,13 +212,25 @@ def report(args, device: torch.device, recipes: list[Recipe], times, peaks, flop
             f"| {r.name} | {r.params / 1e6:.1f} | {1e3 * med[r.name]:.1f} | {1e3 * min(ts):.1f} |"
             f" {args.batch / med[r.name]:.0f} | {peak} | {flops[r.name] / 1e9:.3g} |"
         )
-    ratio = med["dalip"] / med["clip"]
+    met = pooled <= goal
     lines += [
         "",
-        f"- step time ratio dalip / clip: **{ratio:.3f}** (goal <= {GOAL}: {'met' if ratio <= GOAL else 'MISSED'})",
-        f"- FLOP ratio dalip / clip: {flops['dalip'] / flops['clip']:.3f} (what the arithmetic alone allows)",
-        f"- medians over {args.steps} round-robin steps after {args.warmup} warm-up",
+        f"- step time ratio dalip / clip: **{pooled:.3f}** (median of all {len(times['clip'])} paired step ratios;"
+        f" goal <= {goal}{' = 1.05 x the FLOP ratio' if device.type != 'cuda' else ''}: {'met' if met else 'MISSED'})",
+        f"- per round: {', '.join(f'{x:.3f}' for x in ratios)} (spread {max(ratios) - min(ratios):.3f})",
+        f"- FLOP ratio dalip / clip: {flop_ratio:.3f} (what the arithmetic alone allows)",
+        f"- {len(rounds)} rounds of {args.steps} round-robin steps after {args.warmup} warm-up; a round's ratio is the"
+        " median over its steps of dalip's time / the adjacent clip step's (ratio of the medians over all rounds:"
+        f" {med['dalip'] / med['clip']:.3f})",
+        "",
+        "Where a step's time goes (median ms over a few more steps, functions timed in place):",
+        "",
+        "| phase | " + " | ".join(r.name for r in recipes) + " | dalip - clip |",
+        "|---|" + "---:|" * (len(recipes) + 1),
     ]
+    for phase in phases[recipes[0].name]:
+        values = [1e3 * phases[r.name][phase] for r in recipes]
+        lines.append(f"| {phase} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {values[-1] - values[0]:+.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -154,21 +239,27 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="ViT-B-16", help="open_clip architecture, dalip config or config JSON")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
-    ap.add_argument("--steps", type=int, default=20, help="timed steps per variant")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per variant and round")
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=4, help="timing rounds (the ratio is also reported per round)")
+    ap.add_argument("--phase-steps", type=int, default=4, help="extra steps timed per phase (0: no breakdown)")
+    ap.add_argument("--system-allocator", action="store_true",
+                    help="leave glibc's defaults (dalip train keeps freed large blocks; see dalip.train.allocator)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--out", help="results file (default results/train_step_<device>.md)")
     args = ap.parse_args(argv)
+    allocator = not args.system_allocator and keep_freed_memory()  # the process setting of `dalip train`
     kind = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     device = torch.device(kind)
     if os.path.isfile(args.model):
         args.model = os.path.abspath(args.model)
     recipes = [build_recipe(name, args, device) for name in VARIANTS]
-    times = time_recipes(recipes, args.steps, args.warmup, device)
+    rounds = [time_recipes(recipes, args.steps, args.warmup if i == 0 else 1, device) for i in range(args.rounds)]
+    phases = phase_medians(recipes, args.phase_steps, device) if args.phase_steps else {r.name: {} for r in recipes}
     peaks = {r.name: peak_step_bytes(r, device) for r in recipes}
     flops = {r.name: C.step_flops(r.step) for r in recipes}
     out = args.out or os.path.join(C.RESULTS, f"train_step_{kind}.md")
-    C.write_report(report(args, device, recipes, times, peaks, flops), out)
+    C.write_report(report(args, device, recipes, rounds, peaks, flops, phases, allocator), out)
 
 
 if __name__ == "__main__":

@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``dalip`` command line; returns the exit status (2 for a config or file error)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the CLI owns its process; data workers fork
+    from .train.allocator import keep_freed_memory
+
+    keep_freed_memory()  # large per-step tensors reuse heap memory instead of fresh mmaps (dalip.train.allocator)
     args = build_parser().parse_args(argv)
     try:
         check_output(args)

@@ -40,13 +40,15 @@ def table_rows(text: str) -> dict[str, list[str]]:
 def test_train_step_benchmark_smoke(tmp_path):
     out = tmp_path / "step.md"
     text = run_script("train_step.py", "--device", "cpu", "--model", "tests/assets/tiny-clip.json", "--batch", "4",
-                      "--steps", "2", "--warmup", "1", "--precision", "fp32", "--out", str(out))
+                      "--steps", "2", "--warmup", "1", "--rounds", "2", "--precision", "fp32", "--out", str(out))
     assert out.read_text() in text  # the report is written and printed
     rows = table_rows(text)
-    assert set(rows) == {"clip", "dalip"}
+    assert {"clip", "dalip"} <= set(rows) and {"backward", "optimizer", "forward + loss"} <= set(rows)
     # dalip has the two mbdc_paper heads on top of the same towers: more parameters and FLOPs
     assert float(rows["dalip"][0]) > float(rows["clip"][0]) and float(rows["dalip"][5]) > float(rows["clip"][5])
-    assert re.search(r"step time ratio dalip / clip: \*\*\d+\.\d+\*\*", text)
+    assert re.search(r"step time ratio dalip / clip: \*\*\d+\.\d+\*\* \(median of all 4 paired step ratios", text)
+    assert re.search(r"per round: \d+\.\d+, \d+\.\d+ \(spread", text)
+    assert "glibc keeps freed large blocks" in text and "= 1.05 x the FLOP ratio" in text
 
 
 @pytest.mark.slow

@@ -41,6 +41,19 @@ def compare(before, stage):
     assert not changed, f"{stage} changed process state: {changed}"
     print(f"{stage}: unchanged")
 
+import ctypes
+mallopt_calls = []  # glibc allocator settings are the CLI's (dalip.train.allocator), never the library's
+
+class SpyCDLL(ctypes.CDLL):
+    def __getattr__(self, name):
+        if name == "mallopt":
+            mallopt_calls.append(name)
+        return super().__getattr__(name)
+
+ctypes.CDLL = SpyCDLL
+_snapshot = snapshot
+snapshot = lambda: {**_snapshot(), "mallopt_calls": list(mallopt_calls)}
+
 base = snapshot()
 assert base["backend"] == "svg" and "HF_HUB_OFFLINE" not in base["environ"], base
 import dalip
@@ -76,3 +89,18 @@ def test_dalip_never_imports_pyplot() -> None:
     users = [p for p in (ROOT / "dalip").rglob("*.py") if "matplotlib.pyplot" in p.read_text()
              or "import pyplot" in p.read_text()]
     assert not users, users
+
+
+def test_the_cli_keeps_freed_memory_and_the_library_does_not(monkeypatch, tmp_path):
+    """`dalip` (the process owner) sets glibc's thresholds; the setting works on this Linux."""
+    from dalip.cli import main
+    from dalip.train import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--output", str(tmp_path / "run")]) == 2
+    assert calls == [1]
+    monkeypatch.undo()
+    import platform
+
+    assert allocator.keep_freed_memory() is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
