@@ -88,6 +88,8 @@ def run_session(tmp_path: Path, *stages: str, total_s: int = 300) -> tuple[subpr
 
 
 def test_gpu_session_runs_its_stages_and_packs_the_results(tmp_path):
+    kept = ROOT / "benchmarks" / "results" / "train_step_cpu.md"
+    before = kept.read_bytes() if kept.exists() else None
     proc, out = run_session(tmp_path, "step", "scaling")
     assert proc.returncode == 0, proc.stdout[-3000:]
     summary = (out / "summary.md").read_text()
@@ -97,7 +99,7 @@ def test_gpu_session_runs_its_stages_and_packs_the_results(tmp_path):
         names = set(tar.getnames())
     assert {"train_step_cpu.md", "scaling_cpu.md", "scaling_cpu.png", "step.txt", "scaling.txt"} <= names
     assert (out / "session.log").is_file()
-    assert not (ROOT / "benchmarks" / "results" / "train_step_cpu.md").exists()  # smoke output stays out of results/
+    assert (kept.read_bytes() if kept.exists() else None) == before  # smoke output stays out of results/
 
 
 def test_gpu_session_skips_stages_past_its_time_budget_and_rejects_unknown_ones(tmp_path):
@@ -111,3 +113,13 @@ def test_epoch_boundary_script_reads_across_epochs():
     text = run_script("epoch_boundary.py", "--batch", "512", "--workers", "1", "--epochs", "2", "--step-s", "0")
     assert re.search(r"inside epochs \(median\): \*\*\d+ ms\*\*", text)
     assert re.search(r"epoch boundaries: \*\*\d+ ms\*\*", text)  # one boundary between two epochs
+
+
+def test_recipe_profile_times_the_parts_that_differ(tmp_path):
+    out = tmp_path / "profile.md"
+    text = run_script("recipe_profile.py", "--model", "ViT-S-32", "--batch", "4", "--repeat", "1", "--out", str(out))
+    rows = table_rows(out.read_text())
+    assert out.read_text() in text
+    for part in ("AdamW step, torch default (open_clip_train)", "AdamW step, fused (dalip)",
+                 "decode + train transform, dalip (per image)", "decode + train transform, open_clip (per image)"):
+        assert float(rows[part][0]) > 0, part
