@@ -302,6 +302,29 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
     assert json.loads(path.read_text()) == {"first": {"top1": 0.5}}
 
 
+def test_checkpoint_that_cannot_fit_is_refused_before_writing(tmp_path, monkeypatch):
+    """Too little free disk: a clear ENOSPC error up front, the earlier checkpoint whole, no partial file."""
+    import errno
+    from collections import namedtuple
+
+    import torch
+
+    from dalip.train import checkpoint as ckpt
+
+    state = {"model": {"w": torch.zeros(1000, 1000)}, "optimizer": {"state": [torch.zeros(1000)]}, "step": 1}
+    ckpt.save_training_checkpoint(state, tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda path: usage(10 << 30, 10 << 30, 3_000_000))
+    with pytest.raises(OSError, match=r"needs about 4\.8 MiB and 2\.9 MiB is free") as err:
+        ckpt.save_training_checkpoint({**state, "step": 2}, tmp_path)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert ckpt.load_training_checkpoint(tmp_path / "checkpoint.pt")["step"] == 1
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", shutil.disk_usage)
+    assert ckpt._tensor_bytes(state) == 4_004_000  # what the check compares with the free space
+
+
 # ---------------------------------------------------------------- divergence and bad input (items 1, 3, 5, 8)
 def _last_error_line(err: str, command: str) -> str:
     """The error line of a run that printed progress bars before it: the last line, and the only error."""

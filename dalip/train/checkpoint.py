@@ -15,10 +15,12 @@ falls back to the newest intact checkpoint.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,35 @@ _fsync_dir = fsync_dir
 
 def _write_synced(obj: Any, path: Path) -> None:
     write_synced(path, lambda f: torch.save(obj, f))
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """The bytes of every tensor inside ``obj`` (nested dicts, lists, tuples): a checkpoint's size to within its pickle."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
+
+
+def _check_disk_space(state: dict[str, Any], folder: Path) -> None:
+    """Refuse to start a checkpoint that cannot fit: a clear error instead of a torn write after minutes."""
+    need = _tensor_bytes(state) + (1 << 20)  # the pickle and the zip directory on top of the tensors
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise OSError(
+            errno.ENOSPC,
+            f"not enough disk space for a checkpoint in {folder}: it needs about {_size(need)} "
+            f"and {_size(free)} is free; the earlier checkpoints are unchanged "
+            "(free space, or lower run.keep_checkpoints, then --resume)",
+            str(folder),
+        )
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -109,12 +140,17 @@ def save_training_checkpoint(state: dict[str, Any], folder: str | Path, keep: in
 
     Returns:
         the path of the new checkpoint.
+
+    Raises:
+        OSError: (``ENOSPC``) the folder's disk has less free space than the checkpoint needs;
+            nothing is written then.
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     newest = folder / CHECKPOINT
+    _check_disk_space(state, folder)
     tmp = folder / f".{CHECKPOINT}.tmp-{os.getpid()}"
     try:
         _write_synced(state, tmp)
