@@ -119,3 +119,23 @@ def test_every_documented_command_parses():
         except SystemExit:
             pytest.fail(f"{page}: `dalip {command}` does not parse")
         parse_overrides(getattr(args, "overrides", None) or [])  # section.key=value, YAML values
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/quickstart.md"])
+def test_quickstart_table_is_the_recorded_run(page):
+    """The quickstart table on the page is `benchmarks/results/quickstart_cpu_eval.json`, to the printed digit."""
+    import json
+
+    results = json.loads((ROOT / "benchmarks" / "results" / "quickstart_cpu_eval.json").read_text())
+    text = (ROOT / page).read_text()
+    rows = {"first order": "first", "second order (MBDC)": "second", "combined": "combined"}
+    columns = [(subset, task) for subset in ("twemoji-domain", "twemoji-general")
+               for task in ("concepts", "subcategories")]
+    for label, embedding in rows.items():
+        (line,) = [ln for ln in text.splitlines() if ln.startswith(f"| {label} |")]
+        printed = [float(cell.split()[0]) for cell in line.strip("|").split("|")[1:]]
+        recorded = [round(100 * results[embedding][s][f"{t}/top1"], 1) for s, t in columns]
+        assert printed == recorded, f"{page}: {label} row {printed} but the recorded run has {recorded}"
+    fusion = json.loads((ROOT / "benchmarks" / "results" / "quickstart_cpu_fusion.json").read_text())
+    for embedding in rows.values():  # the fusion file is the same checkpoint's evaluation
+        assert fusion[embedding] == results[embedding]

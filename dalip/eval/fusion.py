@@ -129,17 +129,22 @@ def plot_fusion(
     if not curves:
         raise ValueError("no fusion curve in these results (evaluate with fusion=[...])")
     weights = list(curves)
-    fig = Figure(figsize=(7, 4.5))
+    pairs = _curve_metrics(curves)
+    metrics = list(dict.fromkeys(m for _, m in pairs))
+    subsets = list(dict.fromkeys(s for s, _ in pairs))
+    styles = ("-", "--", ":", "-.")  # a line style per subset, a colour per metric: a task reads off both
+    fig = Figure(figsize=(9, 4.5))
     ax = fig.subplots()
-    for subset, metric in _curve_metrics(curves):
+    for subset, metric in pairs:
         values = [100 * curves[a].get(subset, {}).get(metric, float("nan")) for a in weights]
-        ax.plot(weights, values, marker="o", markersize=3, label=f"{subset} {metric}")
+        ax.plot(weights, values, marker="o", markersize=3, color=f"C{metrics.index(metric) % 10}",
+                linestyle=styles[subsets.index(subset) % len(styles)], label=f"{subset} {metric}")
     if alpha is not None:
-        ax.axvline(alpha, color="k", linestyle="--", linewidth=1, label=f"training alpha = {alpha:.3g}")
+        ax.axvline(alpha, color="k", linestyle=":", linewidth=1.5, label=f"training alpha = {alpha:.3g}")
     ax.set(xlabel="fusion weight a  (score = a * first + (1 - a) * second)", ylabel="accuracy / recall (%)",
            xlim=(-0.02, 1.02), title=title or "inference-time fusion of first- and second-order similarity")
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside: no curve hidden
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     return Path(path)
