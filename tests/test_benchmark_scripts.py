@@ -110,7 +110,8 @@ def test_gpu_session_skips_stages_past_its_time_budget_and_rejects_unknown_ones(
 
 
 def test_epoch_boundary_script_reads_across_epochs():
-    text = run_script("epoch_boundary.py", "--batch", "512", "--workers", "1", "--epochs", "2", "--step-s", "0")
+    text = run_script("epoch_boundary.py", "--batch", "512", "--workers", "1", "--epochs", "2", "--step-s", "0",
+                      "--image-size", "32")
     assert re.search(r"inside epochs \(median\): \*\*\d+ ms\*\*", text)
     assert re.search(r"epoch boundaries: \*\*\d+ ms\*\*", text)  # one boundary between two epochs
 

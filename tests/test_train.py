@@ -287,15 +287,24 @@ def test_periodic_evaluation_and_runs_without_eval_sets(tmp_path, capsys):
     assert not (none / "eval.json").exists() and (none / "checkpoint.pt").is_file()
 
 
-def test_shipped_gpu_config_trains_on_cpu_at_smoke_size(tmp_path):
-    """`vitb16-gpu` (ViT-B/16, mbdc_paper on both towers) is valid and its command path runs."""
-    free = shutil.disk_usage(tmp_path).free
-    if free < 3 << 30:  # its checkpoint (weights + AdamW state) is 2.3 GB
-        pytest.skip(f"needs 3 GiB of free disk for the ViT-B/16 checkpoint; {free / (1 << 30):.1f} GiB free")
+def test_shipped_gpu_config_trains_on_cpu_at_smoke_size(tmp_path, monkeypatch):
+    """`vitb16-gpu` (ViT-B/16, mbdc_paper on both towers) is valid and its command path runs.
+
+    Its checkpoint (weights + AdamW state, 2.3 GB) is handed over but not written: the
+    writer is tested on small models; a suite that writes gigabytes fails on small disks.
+    """
+    from dalip.train import loop
+
+    saved = []
+    monkeypatch.setattr(loop, "save_training_checkpoint", lambda state, folder, keep: saved.append(state))
     assert main(["train", "--config", "vitb16-gpu", "--output", str(tmp_path), "data.batch_size=2", "data.workers=0",
                  "optim.steps=1", "optim.warmup_steps=0", "run.precision=fp32", "data.spec.eval_subsets=[]"]) == 0
     (row,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert row["step"] == 1 and row["images_per_s"] > 0 and math.isfinite(row["loss"])
+    (state,) = saved
+    assert state["step"] == 1 and state["config"]["model"]["name"] == "ViT-B-16"
+    trained = [v for v in state["optimizer"]["state"].values() if "exp_avg" in v]
+    assert len(trained) == len(state["optimizer"]["state"]) > 100  # every trained tensor has its AdamW moments
 
 
 def test_channels_last_model_computes_the_same_embeddings():
