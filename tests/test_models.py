@@ -83,6 +83,11 @@ def test_encode_returns_one_tensor_whose_dot_is_the_mixed_similarity():
     mixed = 0.3 * out["image_features"] @ out["text_features"].T + 0.7 * out["image_second"] @ out["text_second"].T
     torch.testing.assert_close(img @ txt.T, mixed)
     torch.testing.assert_close(model.encode_image(images, embedding="second"), out["image_second"])
+    model.alpha = 0.8  # a weight chosen after training: the same similarity at the new mix
+    mixed = 0.8 * out["image_features"] @ out["text_features"].T + 0.2 * out["image_second"] @ out["text_second"].T
+    torch.testing.assert_close(model.encode_image(images) @ model.encode_text(texts).T, mixed)
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\], got 1.5"):
+        model.alpha = 1.5
     plain = create_model(tiny(), second_order=None)
     assert plain.encode_text(texts).shape == (3, EMBED)
     with pytest.raises(ValueError, match="no second-order head"):

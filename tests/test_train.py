@@ -454,6 +454,9 @@ def test_eval_fusion_curve_from_the_cli(straight_run, tmp_path, capsys):
     assert results["fusion@0.5"] == results["combined"]  # the tiny run's training alpha
     assert (tmp_path / "fusion_fusion.png").stat().st_size > 1000
     assert "| 0.5 (train alpha) |" in capsys.readouterr().out
+    chosen = tmp_path / "chosen.json"  # a weight picked off the curve becomes the combined embedding
+    assert main(["eval", "--checkpoint", checkpoint, "--output", str(chosen), "model.alpha=0.25"]) == 0
+    assert json.loads(chosen.read_text())["combined"] == results["fusion@0.25"]
     assert main(["eval", "--checkpoint", checkpoint, "--output", str(out), "--fusion", "2"]) == 2
     assert "eval.fusion: fusion weights must be numbers in [0, 1], got 2.0" in capsys.readouterr().err
     assert main(["eval", "--model", "x", "--zero-shot", "d", "--output", str(out), "--fusion", "0.5"]) == 2
@@ -473,3 +476,9 @@ def test_learnable_alpha_is_trained_logged_and_restored(tmp_path):
     results = json.loads((tmp_path / "eval.json").read_text())
     assert {"fusion@0", "fusion@1", "combined"} <= set(results)
     assert (tmp_path / "eval_fusion.png").is_file()
+    # a chosen weight replaces the learned one at evaluation (also with the learning switched off)
+    for extra in ([], ["model.alpha_learnable=false"]):
+        chosen, _ = load_run(tmp_path / "checkpoint.pt", ["model.alpha=0.25", *extra])
+        assert chosen.alpha == pytest.approx(0.25)
+    fixed, _ = load_run(tmp_path / "checkpoint.pt", ["model.alpha_learnable=false"])
+    assert fixed.alpha_logit is None and fixed.alpha == pytest.approx(alphas[-1], abs=1e-6)  # the learned one, fixed

@@ -122,6 +122,17 @@ class DALIPModel(nn.Module):
         """The first-order weight of the combined embedding (the learned value when ``alpha_learnable``)."""
         return self._alpha if self.alpha_logit is None else torch.sigmoid(self.alpha_logit.detach()).item()
 
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        """Set the weight, e.g. one chosen off a fusion curve (a learnable alpha's logit is set to match)."""
+        if not 0 <= value <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {value}")
+        if self.alpha_logit is None:
+            self._alpha = float(value)
+        else:
+            with torch.no_grad():
+                self.alpha_logit.fill_(torch.logit(torch.tensor(float(value), dtype=torch.float64)).item())
+
     @property
     def has_second_order(self) -> bool:
         return len(self.second_heads) > 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..models import DALIPModel, LoadReport
 from .checkpoint import load_training_checkpoint
 from .config import TrainConfig, config_from_dict
@@ -18,6 +20,11 @@ def load_run(checkpoint_path: str | Path, overrides: list[str] | None = None) ->
     pretrained weights (no ``model.pretrained`` file, hub download or packaged
     towers is needed: the checkpoint holds every weight), then the checkpoint's
     state dict is loaded strictly. ``model.load_report`` names the checkpoint.
+
+    An override ``model.alpha=<a>`` sets the fusion weight of the ``combined``
+    embedding, also on a run that learned its alpha (``model.alpha_learnable``): the
+    weight chosen from a fusion curve replaces the learned one, without retraining.
+    ``model.alpha_learnable=false`` alone keeps the learned weight as a fixed one.
 
     Args:
         checkpoint_path: a ``checkpoint.pt`` written by ``dalip train``.
@@ -37,6 +44,12 @@ def load_run(checkpoint_path: str | Path, overrides: list[str] | None = None) ->
         raise ValueError(f"{checkpoint_path} holds no run config; it was not written by dalip train")
     config = config_from_dict(state["config"], overrides)
     model = build_model(config, load_weights=False)
-    model.load_state_dict(state["model"])
+    weights = dict(state["model"])
+    learned = weights.pop("alpha_logit", None) if model.alpha_logit is None else None  # alpha_learnable=false given
+    model.load_state_dict(weights)
+    if any(o.split("=", 1)[0].strip() == "model.alpha" for o in overrides or []):
+        model.alpha = config.model.alpha  # the chosen weight, also over a learned one
+    elif learned is not None:
+        model.alpha = torch.sigmoid(learned.double()).item()  # the learned weight, now fixed
     model.load_report = LoadReport(source=f"run checkpoint {checkpoint_path} (step {state['step']})")
     return model.eval(), config
