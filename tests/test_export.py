@@ -14,7 +14,7 @@ from PIL import Image
 import dalip
 from dalip.models.export import DALIP_CONFIG, DALIP_WEIGHTS, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, export_run
 from dalip.train.checkpoint import atomic_save
-from dalip.train.config import config_to_dict, load_config
+from dalip.train.config import ConfigError, config_to_dict, load_config
 from dalip.train.run_loading import load_run
 
 TINY_CFG = {
@@ -80,6 +80,21 @@ def test_export_loads_in_open_clip_and_dalip(tmp_path: Path, capsys: pytest.Capt
             assert torch.equal(whole.encode_text(tokens, embedding=embedding), model.encode_text(tokens, embedding=embedding))
     assert torch.equal(dalip.get_tokenizer(f"local-dir:{out}")(["a leaf"]), tokens[:1])
     print(capsys.readouterr().out)
+
+
+def test_export_with_a_chosen_fusion_weight(tmp_path: Path) -> None:
+    """``alpha=0.8`` (``dalip export --alpha``): the exported model's combined embedding mixes at 0.8."""
+    checkpoint, model = save_run(tmp_path)
+    assert model.alpha == 0.5
+    whole = dalip.create_model(f"local-dir:{export_run(checkpoint, tmp_path / 'export', alpha=0.8)}")
+    model.alpha = 0.8
+    images, tokens = inputs()
+    with torch.no_grad():
+        assert whole.alpha == 0.8
+        assert torch.equal(whole.encode_image(images), model.encode_image(images))
+        assert torch.equal(whole.encode_text(tokens), model.encode_text(tokens))
+    with pytest.raises(ConfigError, match=r"model.alpha must be in \[0, 1\]"):
+        export_run(checkpoint, tmp_path / "bad", alpha=1.5)
 
 
 def test_pooler_first_order_exports_dalip_files_only(tmp_path: Path) -> None:

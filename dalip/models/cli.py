@@ -11,7 +11,7 @@ __all__ = ["register"]
 def _export(args: argparse.Namespace) -> int:
     from .export import export_run, push_export
 
-    folder = export_run(args.checkpoint, Path(args.output), open_clip_files=not args.dalip_only)
+    folder = export_run(args.checkpoint, Path(args.output), open_clip_files=not args.dalip_only, alpha=args.alpha)
     for path in sorted(folder.iterdir()):
         print(f"written {path}")
     if args.push_to_hub:
@@ -31,6 +31,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "dalip_model.safetensors")
     export.add_argument("--dalip-only", action="store_true",
                         help="DALIP files only (needed when the first-order embedding is a pooler head)")
+    export.add_argument("--alpha", type=float, default=None, metavar="A",
+                        help="fusion weight of the combined embedding, e.g. one chosen with dalip eval --fusion "
+                             "(default: the run's own, learned or not)")
     export.add_argument("--push-to-hub", default=None, metavar="REPO",
                         help="also upload the folder to this Hugging Face Hub repo (needs a login)")
     export.add_argument("--private", action="store_true", help="create the hub repo as private")

@@ -103,6 +103,8 @@ def export_model(
         if isinstance(tokenizer, open_clip.tokenizer.HFTokenizer):
             tokenizer.save_pretrained(str(output))  # open_clip's local-dir: tokenizers read the folder
     section = {"name": name, **{k: model_section.get(k) for k in HEAD_KEYS if k in model_section}, "open_clip": open_clip_kwargs}
+    if model.alpha_logit is None:  # the model's own weight (it may have been set after training); a learned one is in the state
+        section["alpha"] = model.alpha
     dalip_config = {"format": "dalip-export/1", "model": _jsonable(section), "model_cfg": model_cfg,
                     "preprocess_cfg": preprocess_cfg, "source": source}
     atomic_write_text(output / DALIP_CONFIG, json.dumps(dalip_config, indent=2))
@@ -177,14 +179,20 @@ def export_tokenizer(folder: str | Path) -> Any:
     return tokenizer_from_config(data["model_cfg"])
 
 
-def export_run(checkpoint: str | Path, output: str | Path, *, open_clip_files: bool = True) -> Path:
-    """`export_model` of a ``dalip train`` checkpoint (rebuilt with `dalip.train.run_loading.load_run`)."""
+def export_run(
+    checkpoint: str | Path, output: str | Path, *, open_clip_files: bool = True, alpha: float | None = None
+) -> Path:
+    """`export_model` of a ``dalip train`` checkpoint (rebuilt with `dalip.train.run_loading.load_run`).
+
+    ``alpha`` (e.g. a weight chosen off a fusion curve) replaces the run's fusion weight
+    of the ``combined`` embedding, learned or not.
+    """
     import dataclasses
 
     from ..train.run_loading import load_run
     from .factory import get_tokenizer
 
-    model, config = load_run(checkpoint)
+    model, config = load_run(checkpoint, [f"model.alpha={alpha}"] if alpha is not None else None)
     return export_model(
         model, dataclasses.asdict(config.model), output, tokenizer=get_tokenizer(config.model.name),
         open_clip_files=open_clip_files, source=str(model.load_report.source),
