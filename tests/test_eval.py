@@ -435,6 +435,23 @@ def test_fusion_curve_ends_are_the_orders_and_alpha_is_the_combined_embedding():
     assert "fusion@" not in format_results(results)
     table = dalip.eval.format_fusion(results, alpha=0.3)
     assert "| 0.3 (train alpha) |" in table and "val concepts/top1" in table
+    # the best weight per task: the argmax of the curve (every weight of a tie)
+    curve = {a: results[f"fusion@{a:g}"]["val"]["concepts/top1"] for a in weights}
+    best = dalip.eval.best_fusion_weights(results, "val", "concepts/top1")
+    assert best == [a for a in weights if curve[a] == max(curve.values())]
+    assert table.splitlines()[-1].startswith("| best a |")
+    with pytest.raises(ValueError, match="no 'top9' of subset 'val'.*known: val concepts/balanced_accuracy, val concepts/top1, "):
+        dalip.eval.best_fusion_weights(results, "val", "top9")
+
+
+def test_best_fusion_weights_reads_ties_as_runs():
+    from dalip.eval.fusion import _spans, format_fusion
+
+    top1 = {0: 0.2, 0.25: 0.5, 0.5: 0.5, 0.75: 0.3, 1: 0.5}
+    results = {f"fusion@{a:g}": {"val": {"concepts/top1": v}} for a, v in top1.items()}
+    assert dalip.eval.best_fusion_weights(results, "val", "concepts/top1") == [0.25, 0.5, 1]
+    assert _spans([0.25, 0.5, 1], [0, 0.25, 0.5, 0.75, 1]) == "0.25-0.5, 1"
+    assert format_fusion(results).splitlines()[-1] == "| best a | 0.25-0.5, 1 |"
 
 
 def test_fusion_plot_and_errors(tmp_path):

@@ -17,7 +17,7 @@ results = evaluate_zero_shot(model, tokenizer, "leaves/", templates="openai_imag
 """
 
 from .encode import NonFiniteEmbeddingError, default_image_transform, encode_images, encode_texts, to_float_images
-from .fusion import format_fusion, fusion_curves, plot_fusion
+from .fusion import best_fusion_weights, format_fusion, fusion_curves, plot_fusion
 from .labelled_sets import LabelledTask, ZeroShotSet, evaluate_zero_shot, zero_shot_eval_set
 from .preprocess import PilTransform, model_transform
 from .report import format_results, save_results
@@ -43,6 +43,7 @@ __all__ = [
     "TaskLike",
     "ZeroShotSet",
     "balanced_accuracy",
+    "best_fusion_weights",
     "class_embeddings",
     "default_image_transform",
     "encode_images",

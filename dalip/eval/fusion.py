@@ -30,6 +30,7 @@ from .._optional import require
 
 __all__ = [
     "FUSION_PREFIX",
+    "best_fusion_weights",
     "check_fusion_weights",
     "format_fusion",
     "fused_similarities",
@@ -104,8 +105,40 @@ def _curve_metrics(curves: Mapping[float, Mapping[str, Mapping[str, Any]]]) -> l
     ]
 
 
+def best_fusion_weights(results: Mapping[str, Any], subset: str, metric: str) -> list[float]:
+    """The weights ``a`` at which the curve of ``subset`` / ``metric`` peaks (several on a tie), ascending.
+
+    Read it off validation data: a weight picked on the numbers you report flatters them.
+
+    Raises:
+        ValueError: no fusion curve in the results, or no such subset / metric in it.
+    """
+    curves = fusion_curves(results)
+    if not curves:
+        raise ValueError("no fusion curve in these results (evaluate with fusion=[...])")
+    values = {a: metrics.get(subset, {}).get(metric) for a, metrics in curves.items()}
+    if any(v is None for v in values.values()):
+        known = sorted({f"{s} {m}" for a in curves for s, ms in curves[a].items() for m in ms
+                        if "chance" not in m and "num_" not in m})  # metrics, not their references or counts
+        raise ValueError(f"no {metric!r} of subset {subset!r} in the fusion curve; known: {', '.join(known)}")
+    top = max(v for v in values.values() if not math.isnan(v))
+    return [a for a, v in values.items() if v == top]
+
+
+def _spans(chosen: Sequence[float], grid: Sequence[float]) -> str:
+    """``0.7-0.8, 1``: the chosen weights as runs of neighbours on the grid."""
+    runs: list[list[float]] = []
+    for i, a in enumerate(grid):
+        if a in chosen:
+            if runs and grid[i - 1] == runs[-1][-1]:
+                runs[-1].append(a)
+            else:
+                runs.append([a])
+    return ", ".join(f"{r[0]:g}" if len(r) == 1 else f"{r[0]:g}-{r[-1]:g}" for r in runs)
+
+
 def format_fusion(results: Mapping[str, Any], alpha: float | None = None) -> str:
-    """A markdown table of the fusion curve: a row per weight ``a``, a column per task (in %)."""
+    """A markdown table of the fusion curve: a row per weight ``a``, a column per task (in %), then the best ``a``."""
     curves = fusion_curves(results)
     if not curves:
         return ""
@@ -115,6 +148,7 @@ def format_fusion(results: Mapping[str, Any], alpha: float | None = None) -> str
          *(f"{100 * metrics.get(s, {}).get(m, float('nan')):.1f}" for s, m in columns)]
         for a, metrics in curves.items()
     ]
+    rows.append(["best a", *(_spans(best_fusion_weights(results, s, m), list(curves)) for s, m in columns)])
     header = ["a", *(f"{s} {m}" for s, m in columns)]
     lines = markdown_table(header, rows, text_columns=1)
     return "\n".join(["fusion curve: a * s_first + (1 - a) * s_second (a = 1: first order only)", "", *lines])
