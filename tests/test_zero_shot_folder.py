@@ -280,6 +280,13 @@ def test_training_config_entry_and_checkpoint_evaluation(shapes, tmp_path):
     assert main(["eval", "--checkpoint", str(run / "checkpoint.pt"), "--zero-shot", str(csv), "--name", "mine",
                  "--with-run-sets", "--output", str(both)]) == 0
     assert list(json.loads(both.read_text())["first"]) == ["shapes", "tsv", "mine"]
+    # the fusion curve on your own validation images: a weight to choose on them
+    fused = tmp_path / "fused.json"
+    assert main(["eval", "--checkpoint", str(run / "checkpoint.pt"), "--zero-shot", str(csv), "--name", "mine",
+                 "--output", str(fused), "eval.embeddings=[first, second]", "--fusion", "0", "0.5", "1"]) == 0
+    results = json.loads(fused.read_text())
+    assert results["fusion@1"]["mine"] == results["first"]["mine"] and results["fusion@0"]["mine"] == results["second"]["mine"]
+    assert (tmp_path / "fused_fusion.png").is_file()
 
 
 def test_config_validates_zero_shot_entries(shapes, tmp_path):
