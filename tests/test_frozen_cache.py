@@ -133,3 +133,42 @@ def test_cache_holds_the_frozen_outputs_and_encodes_unseen_captions():
         for field in ("tokens", "mask", "guide", "pooled"):
             a, b = getattr(got, field), getattr(want, field)
             assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), field
+
+
+def test_runs_of_one_process_share_a_cache_of_the_same_towers(runs, tmp_path):
+    """`FrozenCachePool`: a second run on the same frozen towers and data reuses the cache, losses unchanged."""
+    from dalip.train.frozen_cache import FrozenCachePool
+
+    pool = FrozenCachePool()
+    config = load_config(TINY, [*FROZEN, "model.cache_frozen=true"])
+    train(config, tmp_path / "first", stop_after=6, frozen_caches=pool)
+    train(config, tmp_path / "again", stop_after=6, frozen_caches=pool)  # e.g. another head variant
+    assert (pool.builds, pool.reuses) == (1, 1)
+    assert losses(tmp_path / "first") == losses(tmp_path / "again") == losses(runs["false"])
+    # other frozen weights (another seed of the random towers) or other data: a build of its own
+    for override in ("run.seed=1", "data.spec.image_size=48"):
+        train(load_config(TINY, [*FROZEN, "model.cache_frozen=true", override]), tmp_path / override,
+              stop_after=1, frozen_caches=pool)
+    assert (pool.builds, pool.reuses) == (3, 1)
+
+
+def test_fingerprint_covers_the_frozen_weights_not_the_trained_tail():
+    from dalip.train.builders import build_model
+    from dalip.train.data_loading import build_data
+    from dalip.train.distributed import init_distributed
+    from dalip.train.frozen_cache import frozen_fingerprint
+
+    config = load_config(TINY, [*FROZEN, "model.cache_frozen=true"])
+    torch.manual_seed(0)
+    model = build_model(config)
+    dataset = build_data(config, init_distributed(), model, keyed=True).train_set
+    cpu = torch.device("cpu")
+    before = frozen_fingerprint(model, dataset, config, cpu)
+    with torch.no_grad():
+        model.clip.visual.head.proj.weight.add_(1.0)  # the trained tail: not part of the cache
+        model.clip.logit_scale.add_(1.0)
+    assert frozen_fingerprint(model, dataset, config, cpu) == before
+    with torch.no_grad():
+        weight = next(model.clip.visual.trunk.parameters())
+        weight[(0,) * weight.ndim] += 1e-3  # one frozen weight
+    assert frozen_fingerprint(model, dataset, config, cpu) != before

@@ -229,3 +229,15 @@ def test_learning_towers_study_runs_at_smoke_size_with_fusion_curves(tmp_path):
     assert all(0 < r["alpha"] < 1 for r in rows)
     config = yaml.safe_load((out / "cls_mbdc_learned_alpha" / "seed0" / "config.yaml").read_text())
     assert config["model"]["unlocked_text_layers"] == 2 and config["model"]["unlocked_image_groups"] == 3
+
+
+def test_in_process_runs_on_the_same_frozen_towers_build_one_cache(tmp_path, capsys):
+    """Two head variants over the same locked towers and data: the second run reuses the first's cache."""
+    frozen = ["model.lock_text=true", "data.spec.augment=false", "model.cache_frozen=true",
+              "data.spec.subsets=[domain]", "data.spec.eval_subsets=[domain]"]
+    path = write_sweep(tmp_path, seeds=[0], variants={"alpha_0.5": frozen, "alpha_0.75": [*frozen, "model.alpha=0.75"]})
+    runs = plan_runs(load_sweep(path), tmp_path / "out", smoke=True)
+    assert run_sweep(runs, gpus=[]) == []
+    out = capsys.readouterr().out
+    assert out.count("frozen cache:") >= 2 and out.count("built in") == 1
+    assert out.count("reused from an earlier run of this process") == 1

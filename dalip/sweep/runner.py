@@ -15,10 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from ..train.config import ConfigError, TrainConfig, config_to_dict, save_config
+
+if TYPE_CHECKING:
+    from ..train.frozen_cache import FrozenCachePool
 from .spec import SMOKE_OVERRIDES, SweepSpec
 
 __all__ = ["Run", "plan_runs", "run_sweep"]
@@ -91,10 +95,10 @@ def _visible_gpus() -> list[str]:
     return ids[:count]
 
 
-def _train_in_process(run: Run) -> None:
+def _train_in_process(run: Run, frozen_caches: FrozenCachePool | None = None) -> None:
     from ..train import train
 
-    train(run.config, run.folder, resume=True)
+    train(run.config, run.folder, resume=True, frozen_caches=frozen_caches)
 
 
 def _train_command(run: Run) -> list[str]:
@@ -148,12 +152,14 @@ def run_sweep(runs: list[Run], gpus: list[str] | None = None) -> list[str]:
     gpus = _visible_gpus() if gpus is None else gpus
     if len(gpus) > 1 and todo:
         return _run_parallel(todo, gpus, report)
-    failed = []
+    from ..train.frozen_cache import FrozenCachePool
+
+    failed, frozen_caches = [], FrozenCachePool()  # model.cache_frozen runs on the same towers build it once
     for run in todo:
         report(run, "resuming from its checkpoint" if run.started else "training")
         start = time.perf_counter()
         try:
-            _train_in_process(run)
+            _train_in_process(run, frozen_caches)
         except Exception as err:  # noqa: BLE001 - one broken run must not stop the sweep
             failed.append(run.name)
             report(run, f"FAILED: {type(err).__name__}: {err}")

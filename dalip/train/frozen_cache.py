@@ -23,13 +23,21 @@ towers' own outputs end in their frozen projection and are cached whole. The
 cache lives in memory on the training device (each process builds its own); it
 is rebuilt when a run resumes (one frozen pass over the images and the distinct
 captions), so no run folder holds a stale copy.
+
+Runs of one process can share a cache (`FrozenCachePool`; ``dalip sweep`` does for
+its in-process runs): a run whose frozen towers, training data, precision and device
+match an earlier one's, by `frozen_fingerprint`, reuses that run's cache instead of
+building it again, e.g. the seeds and head variants of an ablation on pretrained towers.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import hashlib
 import itertools
+import json
+from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -41,11 +49,12 @@ from tqdm.auto import tqdm
 
 from ..models import DALIPModel
 from ..models.tokens import TowerOutput
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, config_to_dict
 
 __all__ = [
-    "CachedTowersForward", "FrozenTowerCache", "KeyedBatch", "KeyedSamples", "TowerStore", "apply_tail",
-    "caption_variants", "check_cacheable_dataset", "collate_keyed", "frozen_parameters_problem", "tower_tail",
+    "CachedTowersForward", "FrozenCachePool", "FrozenTowerCache", "KeyedBatch", "KeyedSamples", "TowerStore",
+    "apply_tail", "caption_variants", "check_cacheable_dataset", "collate_keyed", "frozen_fingerprint",
+    "frozen_parameters_problem", "tower_tail",
 ]
 
 FIELDS = tuple(f.name for f in fields(TowerOutput))  # tokens, mask, guide, pooled
@@ -109,6 +118,11 @@ def frozen_parameters_problem(model: DALIPModel, tower: str) -> str | None:
     return f"the {tower} tower has trainable parameters ({', '.join(trainable[:3])}{more})"
 
 
+def _tail_slot(tower: str) -> tuple[str, str]:
+    """Where a tower's tail sits in the open_clip model: (owner attribute, tail attribute)."""
+    return ("visual", "head") if tower == "image" else ("text", "proj")
+
+
 @contextlib.contextmanager
 def _without_tail(model: DALIPModel, tower: str) -> Iterator[None]:
     """Run ``model.tower`` with the tower's tail replaced by the identity (its pooled output = the tail's input)."""
@@ -116,7 +130,8 @@ def _without_tail(model: DALIPModel, tower: str) -> Iterator[None]:
     if tail is None:
         yield
         return
-    owner, name = (model.clip.visual, "head") if tower == "image" else (model.clip.text, "proj")
+    owner_name, name = _tail_slot(tower)
+    owner = getattr(model.clip, owner_name)
     setattr(owner, name, nn.Identity())
     try:
         yield
@@ -144,6 +159,77 @@ class CachedTowersForward(nn.Module):
     def forward(self, image_core: TowerOutput, text_core: TowerOutput) -> dict[str, Tensor | None]:
         return self.model.forward_towers(apply_tail(self.model, "image", image_core),
                                          apply_tail(self.model, "text", text_core))
+
+
+def frozen_fingerprint(model: DALIPModel, dataset: Dataset, config: TrainConfig, device: torch.device) -> str:
+    """A digest of everything a run's cached tower outputs depend on (two runs with equal digests share a cache).
+
+    The frozen towers' weights and buffers (every tensor of the open_clip model but the
+    trainable tails and the temperature / bias), which outputs are kept (tokens only when
+    a head reads them), the ``data`` section (data set, split, image size, captions), the
+    training-set size, the precision, ``model.channels_last``, the model name (its
+    tokenizer), the device type and the torch version.
+    """
+    digest = hashlib.sha256()
+    skip = tuple(".".join(_tail_slot(t)) + "." for t in TOWERS if tower_tail(model, t) is not None)
+    for key, value in sorted(model.clip.state_dict().items()):
+        if key.startswith(skip) or key in ("logit_scale", "logit_bias"):
+            continue
+        digest.update(f"{key} {value.dtype} {tuple(value.shape)}".encode())
+        digest.update(value.detach().reshape(-1).cpu().view(torch.uint8).numpy().tobytes())
+    setting = {
+        "tokens": [model.reads_tokens(t) for t in TOWERS],
+        "data": config_to_dict(config)["data"],
+        "size": len(dataset),  # type: ignore[arg-type]
+        "precision": config.run.precision,
+        "channels_last": config.model.channels_last,
+        "name": config.model.name,
+        "device": device.type,
+        "torch": torch.__version__,
+    }
+    digest.update(json.dumps(setting, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+class FrozenCachePool:
+    """Frozen-tower caches kept between the runs of one process, by `frozen_fingerprint`.
+
+    ``pool.cache_for(model, dataset, tokenizer, config, device)`` returns the cache of an
+    earlier run with the same fingerprint (bound to the new model: its tails and heads,
+    captions first seen later are added for every run) or builds one. At most ``size``
+    caches are held, the most recently used.
+    """
+
+    def __init__(self, size: int = 1) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self.size = size
+        self.builds = self.reuses = 0
+        self._caches: OrderedDict[str, FrozenTowerCache] = OrderedDict()
+
+    def cache_for(self, model: DALIPModel, dataset: Dataset, tokenizer: Any, config: TrainConfig,
+                  device: torch.device, progress: bool = True) -> FrozenTowerCache:
+        """The cache for this run: an equal-fingerprint one rebound to ``model``, or a new build."""
+        _check_cacheable(model, dataset)
+        key = frozen_fingerprint(model, dataset, config, device)
+        if key in self._caches:
+            self._caches.move_to_end(key)
+            self.reuses += 1
+            return self._caches[key].bound_to(model, tokenizer, config)
+        cache = FrozenTowerCache.build(model, dataset, tokenizer, config, device, progress)
+        self.builds += 1
+        self._caches[key] = cache
+        while len(self._caches) > self.size:
+            self._caches.popitem(last=False)
+        return cache
+
+
+def _check_cacheable(model: DALIPModel, dataset: Dataset) -> None:
+    """Fully locked towers and a dataset whose index is the same image every epoch, or a `ConfigError`."""
+    problems = [p for t in TOWERS if (p := frozen_parameters_problem(model, t)) is not None]
+    if problems:
+        raise ConfigError("model.cache_frozen: " + "; ".join(problems) + " (the cache needs fully locked towers)")
+    check_cacheable_dataset(dataset)
 
 
 # ---------------------------------------------------------------------- data
@@ -335,6 +421,7 @@ class FrozenTowerCache:
         self.images, self.texts = TowerStore(), TowerStore()
         self.build_seconds = 0.0
         self.encoded_later = 0  # captions first seen during training (not enumerable up front)
+        self.reused = False  # taken over from an earlier run of the process (`FrozenCachePool`)
 
     # ------------------------------------------------------------ computing
     @contextlib.contextmanager
@@ -384,10 +471,7 @@ class FrozenTowerCache:
         """
         import time
 
-        problems = [p for t in TOWERS if (p := frozen_parameters_problem(model, t)) is not None]
-        if problems:
-            raise ConfigError("model.cache_frozen: " + "; ".join(problems) + " (the cache needs fully locked towers)")
-        check_cacheable_dataset(dataset)
+        _check_cacheable(model, dataset)
         cache, start = cls(model, tokenizer, config, device), time.perf_counter()
         size = config.data.batch_size
         loader = DataLoader(_BuildSamples(dataset), batch_size=size, num_workers=config.data.workers,
@@ -409,6 +493,13 @@ class FrozenTowerCache:
             cache._encode_texts(list(captions), progress)
         cache.build_seconds = time.perf_counter() - start
         return cache
+
+    def bound_to(self, model: DALIPModel, tokenizer: Any, config: TrainConfig) -> FrozenTowerCache:
+        """This cache's stored outputs for another run's model (same frozen towers: see `FrozenCachePool`)."""
+        other = type(self)(model, tokenizer, config, self.device)
+        other.images, other.texts = self.images, self.texts
+        other.reused = True
+        return other
 
     # --------------------------------------------------------------- lookup
     def lookup(self, batch: KeyedBatch) -> tuple[TowerOutput, TowerOutput]:
@@ -442,4 +533,5 @@ class FrozenTowerCache:
         per_text = self.texts.nbytes() / max(m, 1)
         return (f"frozen cache: {n} images ({per_image / 1024:.1f} KiB each), {m} captions "
                 f"({per_text / 1024:.1f} KiB each), {self.nbytes() / 2**20:.1f} MiB on {self.device.type}, "
-                f"built in {self.build_seconds:.1f} s")
+                + ("reused from an earlier run of this process" if self.reused
+                   else f"built in {self.build_seconds:.1f} s"))

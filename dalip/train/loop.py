@@ -37,7 +37,7 @@ from .config import ConfigError, TrainConfig, config_to_dict, save_config
 from .data_loading import RunData, TrainBatches, build_data
 from .distributed import DistInfo, init_distributed
 from .evaluate import evaluate_run, finish_run
-from .frozen_cache import CachedTowersForward, FrozenTowerCache
+from .frozen_cache import CachedTowersForward, FrozenCachePool, FrozenTowerCache
 from .metrics_log import METRICS, MetricsLog, read_metrics
 from .run_folder import RunFolderError, RunLock, check_resume_config, claim_run_folder
 
@@ -201,7 +201,8 @@ class Trainer:
         resume: continue from the newest intact checkpoint in ``output``.
     """
 
-    def __init__(self, config: TrainConfig, output: Path, resume: bool) -> None:
+    def __init__(self, config: TrainConfig, output: Path, resume: bool,
+                 frozen_caches: FrozenCachePool | None = None) -> None:
         self.config, self.output = config, output
         self.dist = init_distributed()
         output.mkdir(parents=True, exist_ok=True)
@@ -215,7 +216,7 @@ class Trainer:
         self.step, self.metrics, micro = 0, [], 0
         if resume:
             micro = self._resume()
-        self.frozen = self._build_frozen_cache() if config.model.cache_frozen else None
+        self.frozen = self._build_frozen_cache(frozen_caches) if config.model.cache_frozen else None
         self.micro_batches = MicroBatches(self.data.train, micro)
         self.log = self._open_log() if self.dist.is_main else None
         self.net = self._wrap(self.model if self.frozen is None else CachedTowersForward(self.model))
@@ -237,10 +238,14 @@ class Trainer:
             print(f"resumed from {found[0]} at step {self.step}/{self.config.optim.steps}")
         return int(state.get("micro", self.step * self.config.optim.accum_steps))
 
-    def _build_frozen_cache(self) -> FrozenTowerCache:
-        """``model.cache_frozen``: both frozen towers over every training sample, once (after a resume's weights)."""
-        cache = FrozenTowerCache.build(self.model, self.data.train_set, self.tokenizer, self.config,
-                                       self.dist.device, progress=self.dist.is_main)
+    def _build_frozen_cache(self, pool: FrozenCachePool | None) -> FrozenTowerCache:
+        """``model.cache_frozen``: both frozen towers over every training sample, once (after a resume's weights).
+
+        With a ``pool`` (runs of one process), an earlier run's cache of the same frozen towers and data is reused.
+        """
+        args = (self.model, self.data.train_set, self.tokenizer, self.config, self.dist.device)
+        cache = (pool.cache_for(*args, progress=self.dist.is_main) if pool is not None
+                 else FrozenTowerCache.build(*args, progress=self.dist.is_main))
         if self.dist.is_main:
             print(cache.summary(), flush=True)
         return cache
@@ -355,7 +360,7 @@ class Trainer:
 
 
 def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_after: int | None = None,
-          overwrite: bool = False) -> dict:
+          overwrite: bool = False, frozen_caches: FrozenCachePool | None = None) -> dict:
     """Train, checkpoint, evaluate; returns the evaluation results (main process).
 
     A folder that already holds a run is refused unless ``resume`` or ``overwrite``
@@ -372,6 +377,9 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
         stop_after: stop (with a checkpoint) after this many optimizer steps in
             this call, without the final evaluation (for tests and job limits).
         overwrite: delete the run already in ``output`` (its own files only) and start again.
+        frozen_caches: with ``model.cache_frozen``, a `FrozenCachePool` shared by the runs of
+            this process: a run with the same frozen towers and data as an earlier one reuses
+            its cache (``dalip sweep`` passes one to its in-process runs).
 
     Raises:
         RunFolderError: the folder holds a run (without ``resume`` / ``overwrite``), another
@@ -395,7 +403,7 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
             error = err
     _raise_on_every_rank(error, dist_info, output)
     try:
-        return Trainer(config, output, resume).run(stop_after)
+        return Trainer(config, output, resume, frozen_caches).run(stop_after)
     finally:
         if dist_info.is_main:
             lock.release()
