@@ -113,12 +113,21 @@ def best_fusion_weights(results: Mapping[str, Any], subset: str, metric: str) ->
     Raises:
         ValueError: no fusion curve in the results, or no such subset / metric in it.
     """
+    return _peaks(_curves_of(results), subset, metric)
+
+
+def _curves_of(results: Mapping[str, Any]) -> dict[float, dict[str, dict[str, Any]]]:
+    """`fusion_curves`, or a ValueError when the results hold none."""
     curves = fusion_curves(results)
     if not curves:
         raise ValueError("no fusion curve in these results (evaluate with fusion=[...])")
+    return curves
+
+
+def _peaks(curves: Mapping[float, Mapping[str, Mapping[str, Any]]], subset: str, metric: str) -> list[float]:
     values = {a: metrics.get(subset, {}).get(metric) for a, metrics in curves.items()}
     if any(v is None for v in values.values()):
-        known = sorted({f"{s} {m}" for a in curves for s, ms in curves[a].items() for m in ms
+        known = sorted({f"{s} {m}" for metrics in curves.values() for s, ms in metrics.items() for m in ms
                         if "chance" not in m and "num_" not in m})  # metrics, not their references or counts
         raise ValueError(f"no {metric!r} of subset {subset!r} in the fusion curve; known: {', '.join(known)}")
     top = max(v for v in values.values() if not math.isnan(v))
@@ -148,7 +157,7 @@ def format_fusion(results: Mapping[str, Any], alpha: float | None = None) -> str
          *(f"{100 * metrics.get(s, {}).get(m, float('nan')):.1f}" for s, m in columns)]
         for a, metrics in curves.items()
     ]
-    rows.append(["best a", *(_spans(best_fusion_weights(results, s, m), list(curves)) for s, m in columns)])
+    rows.append(["best a", *(_spans(_peaks(curves, s, m), list(curves)) for s, m in columns)])
     header = ["a", *(f"{s} {m}" for s, m in columns)]
     lines = markdown_table(header, rows, text_columns=1)
     return "\n".join(["fusion curve: a * s_first + (1 - a) * s_second (a = 1: first order only)", "", *lines])
@@ -159,9 +168,7 @@ def plot_fusion(
 ) -> Path:
     """Accuracy vs fusion weight ``a``: one line per task (zero-shot top-1, retrieval R@1), ``alpha`` marked."""
     Figure = require("matplotlib.figure", "train", "the fusion plot").Figure  # no pyplot: caller's state untouched
-    curves = fusion_curves(results)
-    if not curves:
-        raise ValueError("no fusion curve in these results (evaluate with fusion=[...])")
+    curves = _curves_of(results)
     weights = list(curves)
     pairs = _curve_metrics(curves)
     metrics = list(dict.fromkeys(m for _, m in pairs))

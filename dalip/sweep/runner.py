@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import yaml
 
 from ..train.config import ConfigError, TrainConfig, config_to_dict, save_config
+from .spec import SMOKE_OVERRIDES, SweepSpec
 
 if TYPE_CHECKING:
     from ..train.frozen_cache import FrozenCachePool
-from .spec import SMOKE_OVERRIDES, SweepSpec
 
 __all__ = ["Run", "plan_runs", "run_sweep"]
 

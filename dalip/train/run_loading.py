@@ -8,7 +8,7 @@ import torch
 
 from ..models import DALIPModel, LoadReport
 from .checkpoint import load_training_checkpoint
-from .config import TrainConfig, config_from_dict
+from .config import TrainConfig, config_from_dict, parse_overrides
 
 __all__ = ["load_run"]
 
@@ -47,7 +47,7 @@ def load_run(checkpoint_path: str | Path, overrides: list[str] | None = None) ->
     weights = dict(state["model"])
     learned = weights.pop("alpha_logit", None) if model.alpha_logit is None else None  # alpha_learnable=false given
     model.load_state_dict(weights)
-    if any(o.split("=", 1)[0].strip() == "model.alpha" for o in overrides or []):
+    if "alpha" in parse_overrides(overrides or []).get("model", {}):
         model.alpha = config.model.alpha  # the chosen weight, also over a learned one
     elif learned is not None:
         model.alpha = torch.sigmoid(learned.double()).item()  # the learned weight, now fixed
