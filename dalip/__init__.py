@@ -13,11 +13,11 @@ out = model(images, texts)                 # image_features, text_features, imag
 ```
 """
 
-from .interop import load_for_benchmark
-from .losses import AlignmentLoss, create_loss, list_losses, register_loss
-from .models import DALIPModel, create_model, get_tokenizer, list_models
-from .pooling import Pooler, create_pooler, list_poolers, register_pooler
-from .registry import Registry, UnknownComponentError
+from dalip.interop import load_for_benchmark
+from dalip.losses import AlignmentLoss, create_loss, list_losses, register_loss
+from dalip.models import DALIPModel, create_model, get_tokenizer, list_models
+from dalip.pooling import Pooler, create_pooler, list_poolers, register_pooler
+from dalip.registry import Registry, UnknownComponentError
 
 __version__ = "0.1.0"
 

@@ -17,8 +17,8 @@ COMMAND_MODULES: list[str] = ["dalip.sweep.cli", "dalip.adapt.cli", "dalip.model
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ._optional import require
-    from .train import load_config, train
+    from dalip._optional import require
+    from dalip.train import load_config, train
 
     require("matplotlib.figure", "train", "dalip train (its training.png)")  # before the run, not after it
     output = Path(args.output)
@@ -36,7 +36,7 @@ def _per_set(values: list[str] | None, sources: list[str], flag: str) -> list[st
     if not values:
         return [None] * len(sources)
     if len(values) != len(sources):
-        from .train.config import ConfigError
+        from dalip.train.config import ConfigError
 
         raise ConfigError(f"{flag} given {len(values)} times for {len(sources)} --zero-shot sets (once per set, in order)")
     return list(values)
@@ -44,8 +44,8 @@ def _per_set(values: list[str] | None, sources: list[str], flag: str) -> list[st
 
 def _zero_shot_sets(args: argparse.Namespace) -> dict:
     """``{name: ZeroShotSet}`` of the ``--zero-shot`` sources; bad input is a `ConfigError` (exit 2)."""
-    from .eval import zero_shot_eval_set
-    from .train.config import ConfigError
+    from dalip.eval import zero_shot_eval_set
+    from dalip.train.config import ConfigError
 
     sets: dict = {}
     classnames = _per_set(args.classnames, args.zero_shot, "--classnames")
@@ -65,9 +65,9 @@ def _zero_shot_sets(args: argparse.Namespace) -> dict:
 
 def _eval_pretrained(args: argparse.Namespace, sets: dict) -> None:
     """``--model NAME [--pretrained TAG]``: the open_clip model unchanged (plain CLIP, first embedding)."""
-    from . import create_model, get_tokenizer
-    from .eval import evaluate, format_results, save_results
-    from .train.config import ConfigError
+    from dalip import create_model, get_tokenizer
+    from dalip.eval import evaluate, format_results, save_results
+    from dalip.train.config import ConfigError
 
     try:
         model = create_model(args.model, pretrained=args.pretrained, second_order=None)
@@ -81,8 +81,8 @@ def _eval_pretrained(args: argparse.Namespace, sets: dict) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .train.config import ConfigError
-    from .train.evaluate import evaluate_checkpoint
+    from dalip.train.config import ConfigError
+    from dalip.train.evaluate import evaluate_checkpoint
 
     if (args.checkpoint is None) == (args.model is None):
         raise ConfigError("give either --checkpoint (a dalip run) or --model (an open_clip model, unchanged)")
@@ -102,9 +102,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import format_table, run_demo
-    from .pooling import POOLERS
-    from .train.config import ConfigError
+    from dalip.demo import format_table, run_demo
+    from dalip.pooling import POOLERS
+    from dalip.train.config import ConfigError
 
     if args.image_size < 32:  # EfficientNet-Lite0 downsamples 32x: smaller gives no token
         raise ConfigError(f"--image-size must be >= 32, got {args.image_size}")
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``dalip`` command line; returns the exit status (2 for a config or file error)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the CLI owns its process; data workers fork
-    from .train.allocator import keep_freed_memory
+    from dalip.train.allocator import keep_freed_memory
 
     keep_freed_memory()  # large per-step tensors reuse heap memory instead of fresh mmaps (dalip.train.allocator)
     args = build_parser().parse_args(argv)
@@ -186,17 +186,17 @@ def main(argv: list[str] | None = None) -> int:
         check_output(args)
         return args.run(args)
     except ImportError as err:
-        from ._optional import MissingExtraError
+        from dalip._optional import MissingExtraError
 
         if isinstance(err, MissingExtraError):  # an extra to install: the message says which
             print(f"dalip {args.command}: error: {err}", file=sys.stderr)
             return 2
         raise
     except (ValueError, OSError) as err:
-        from .eval import NonFiniteEmbeddingError
-        from .train.checkpoint import CorruptCheckpointError
-        from .train.config import ConfigError
-        from .train.loop import NonFiniteLossError
+        from dalip.eval import NonFiniteEmbeddingError
+        from dalip.train.checkpoint import CorruptCheckpointError
+        from dalip.train.config import ConfigError
+        from dalip.train.loop import NonFiniteLossError
 
         user_errors = (ConfigError, FileNotFoundError, CorruptCheckpointError, NonFiniteLossError, NonFiniteEmbeddingError)
         # an OSError naming a file (permission denied, a file where a folder belongs) is the user's to fix too
@@ -216,7 +216,7 @@ def check_output(args: argparse.Namespace) -> None:
     Raises:
         ConfigError: the path, or a folder above it, is a file; or a file output is a folder.
     """
-    from .train.config import ConfigError
+    from dalip.train.config import ConfigError
 
     output = getattr(args, "output", None)
     if output is None:

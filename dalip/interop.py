@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .models.dalip_model import DALIPModel, Embedding
+from dalip.models.dalip_model import DALIPModel, Embedding
 
 __all__ = ["BenchmarkModel", "eval_transform", "load_for_benchmark"]
 
@@ -103,10 +103,10 @@ def load_for_benchmark(
         the model (eval mode) with one-tensor ``encode_image`` / ``encode_text``, open_clip's
         eval transform for its preprocess cfg, and its tokenizer.
     """
-    from .models.factory import create_model, get_tokenizer
+    from dalip.models.factory import create_model, get_tokenizer
 
     if _is_run_checkpoint(model_name):
-        from .train.run_loading import load_run
+        from dalip.train.run_loading import load_run
 
         model, config = load_run(model_name)
         tokenizer = get_tokenizer(config.model.name)

@@ -13,26 +13,16 @@ Lower level: `cache_features` -> `sample_support` / `support_set` -> ``method.fi
 -> a classifier ``(N, D) -> (N, C)``.
 """
 
-from .base import LOGIT_SCALE, Classifier, FewShotMethod, text_logits
-from .baselines import (
-    ALPHAS,
-    BETAS,
-    LinearProbe,
-    TipAdapter,
-    TipAdapterF,
-    ZeroShot,
-    fit_logistic,
-    leave_one_out_accuracy,
-    tip_logits,
-)
-from .dac import DACAdapter, DACConfig, ResidualAdapter, TextModulation
-from .features import FewShotFeatures, FewShotImages, cache_features, model_input_size
-from .frozen import FrozenModel, freeze, load_frozen_model
-from .harness import METHODS, ResultRow, default_methods, run_few_shot
-from .report import few_shot_markdown, plot_results, summarise, write_results
-from .run import benchmark
-from .sampling import SupportSample, SupportSet, sample_support, support_set
-from .tasks import csv_task, twemoji_domain_task
+from dalip.adapt.base import LOGIT_SCALE, Classifier, FewShotMethod, text_logits
+from dalip.adapt.baselines import ALPHAS, BETAS, LinearProbe, TipAdapter, TipAdapterF, ZeroShot, fit_logistic, leave_one_out_accuracy, tip_logits
+from dalip.adapt.dac import DACAdapter, DACConfig, ResidualAdapter, TextModulation
+from dalip.adapt.features import FewShotFeatures, FewShotImages, cache_features, model_input_size
+from dalip.adapt.frozen import FrozenModel, freeze, load_frozen_model
+from dalip.adapt.harness import METHODS, ResultRow, default_methods, run_few_shot
+from dalip.adapt.report import few_shot_markdown, plot_results, summarise, write_results
+from dalip.adapt.run import benchmark
+from dalip.adapt.sampling import SupportSample, SupportSet, sample_support, support_set
+from dalip.adapt.tasks import csv_task, twemoji_domain_task
 
 __all__ = [
     "ALPHAS",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from .sampling import SupportSet
+from dalip.adapt.sampling import SupportSet
 
 __all__ = ["LOGIT_SCALE", "Classifier", "FewShotMethod", "text_logits"]
 

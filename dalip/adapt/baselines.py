@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Classifier, FewShotMethod, text_logits
-from .sampling import SupportSet
-from .training import optimize, seeded
+from dalip.adapt.base import Classifier, FewShotMethod, text_logits
+from dalip.adapt.sampling import SupportSet
+from dalip.adapt.training import optimize, seeded
 
 __all__ = ["ALPHAS", "BETAS", "LinearProbe", "TipAdapter", "TipAdapterF", "ZeroShot", "fit_logistic", "leave_one_out_accuracy", "tip_logits"]
 

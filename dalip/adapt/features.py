@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..data.transforms import image_transform
-from ..eval.encode import check_embeddings, encode_images, to_float_images
-from ..eval.zero_shot import zero_shot_classifiers
+from dalip.data.transforms import image_transform
+from dalip.eval.encode import check_embeddings, encode_images, to_float_images
+from dalip.eval.zero_shot import zero_shot_classifiers
 
 __all__ = ["FewShotFeatures", "FewShotImages", "cache_features", "model_input_size"]
 

@@ -40,9 +40,9 @@ def load_frozen_model(config: str | Path = "quickstart", checkpoint: str | Path 
     embeddings are random projections of the tokens. A ``checkpoint.pt`` from
     ``dalip train`` restores the trained heads and projection.
     """
-    from ..models import get_tokenizer
-    from ..train import build_model, load_config, load_run
-    from ..train.data_loading import make_spec
+    from dalip.models import get_tokenizer
+    from dalip.train import build_model, load_config, load_run
+    from dalip.train.data_loading import make_spec
 
     if checkpoint is not None:
         model, cfg = load_run(checkpoint)

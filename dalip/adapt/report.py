@@ -9,10 +9,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._markdown import markdown_table
-from .._optional import require
-from ..io import atomic_write_text
-from .harness import ResultRow
+from dalip._markdown import markdown_table
+from dalip._optional import require
+from dalip.io import atomic_write_text
+from dalip.adapt.harness import ResultRow
 
 __all__ = ["BASELINES", "few_shot_markdown", "plot_results", "summarise", "write_results"]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from .base import FewShotMethod
-from .features import FewShotImages, cache_features
-from .frozen import FrozenModel
-from .harness import ResultRow, default_methods, run_few_shot
-from .report import write_results
+from dalip.adapt.base import FewShotMethod
+from dalip.adapt.features import FewShotImages, cache_features
+from dalip.adapt.frozen import FrozenModel
+from dalip.adapt.harness import ResultRow, default_methods, run_few_shot
+from dalip.adapt.report import write_results
 
 __all__ = ["benchmark"]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .features import FewShotFeatures
+from dalip.adapt.features import FewShotFeatures
 
 __all__ = ["SupportSample", "SupportSet", "sample_support", "support_set"]
 

@@ -29,10 +29,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 
-from ..registry import Registry
-from .batch import Sample
-from .eval_sets import EvalSet
-from .transforms import image_transform
+from dalip.registry import Registry
+from dalip.data.batch import Sample
+from dalip.data.eval_sets import EvalSet
+from dalip.data.transforms import image_transform
 
 __all__ = [
     "DATASETS", "DatasetSpec", "build_eval_sets", "build_train_dataset", "create_dataset", "list_datasets",
@@ -216,7 +216,7 @@ def build_train_dataset(spec: DatasetSpec) -> Dataset | IterableDataset:
     CSV, folders, their mixes) want ``shuffle=True``; iterable ones (shards or any
     mix with shards) shuffle themselves. Call ``set_epoch(epoch)`` where present.
     """
-    from .mixing import MapAsIterable, MixedDataset, MixedIterableDataset  # mixing imports wds, a kind
+    from dalip.data.mixing import MapAsIterable, MixedDataset, MixedIterableDataset  # mixing imports wds, a kind
 
     if spec.domain_fraction is None:
         return spec.source()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .transforms import DEFAULT_MEAN, DEFAULT_STD, image_transform
+from dalip.data.transforms import DEFAULT_MEAN, DEFAULT_STD, image_transform
 
 __all__ = ["EvalSet", "ZeroShotTask"]
 

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from .batch import Sample, decode_image
-from .datasets import DatasetSpec, register_dataset
-from .labelled import LabelledImages, load_templates, read_labelled
+from dalip.data.batch import Sample, decode_image
+from dalip.data.datasets import DatasetSpec, register_dataset
+from dalip.data.labelled import LabelledImages, load_templates, read_labelled
 
 __all__ = ["FolderSpec", "LabelledCaptions"]
 
@@ -99,7 +99,7 @@ class FolderSpec(DatasetSpec):
         """``{"val": zero-shot set}`` of the held-out labelled images, when `val` is set."""
         if not self.val:
             return {}
-        from ..eval import zero_shot_eval_set  # dalip.eval builds on dalip.data
+        from dalip.eval import zero_shot_eval_set  # dalip.eval builds on dalip.data
 
         train = self.read(self.train)
         val = self.read(self.val)

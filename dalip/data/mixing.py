@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import numpy as np
 from torch.utils.data import Dataset, IterableDataset
 
-from .batch import Sample
-from .wds import consumer_info
+from dalip.data.batch import Sample
+from dalip.data.wds import consumer_info
 
 __all__ = ["MapAsIterable", "MixedDataset", "MixedIterableDataset"]
 

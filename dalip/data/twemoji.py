@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._optional import require
+from dalip._optional import require
 
 __all__ = ["NATURE_SUBCATEGORIES", "EmojiRecord", "load_emoji_image", "twemoji_index"]
 

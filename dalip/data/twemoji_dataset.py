@@ -19,18 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .batch import Sample
-from .cache import TwemojiArrays, load_twemoji
-from .datasets import DatasetSpec, register_dataset
-from .captions import (
-    CAPTION_TEMPLATES,
-    CONCEPT_TEMPLATES,
-    SUBCATEGORY_TEMPLATES,
-    caption,
-    subcategory_phrase,
-)
-from .eval_sets import EvalSet, ZeroShotTask
-from .splits import SUBSETS, concept_split, subset_of
+from dalip.data.batch import Sample
+from dalip.data.cache import TwemojiArrays, load_twemoji
+from dalip.data.datasets import DatasetSpec, register_dataset
+from dalip.data.captions import CAPTION_TEMPLATES, CONCEPT_TEMPLATES, SUBCATEGORY_TEMPLATES, caption, subcategory_phrase
+from dalip.data.eval_sets import EvalSet, ZeroShotTask
+from dalip.data.splits import SUBSETS, concept_split, subset_of
 
 __all__ = ["TwemojiCaptions", "TwemojiSpec", "TwemojiSplit", "twemoji_eval_sets", "twemoji_split"]
 

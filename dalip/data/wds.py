@@ -21,9 +21,9 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .._optional import require
-from .batch import Sample, decode_image, report_bad_sample
-from .datasets import DatasetSpec, register_dataset
+from dalip._optional import require
+from dalip.data.batch import Sample, decode_image, report_bad_sample
+from dalip.data.datasets import DatasetSpec, register_dataset
 
 __all__ = ["WdsSpec", "WebDatasetShards", "consumer_info", "expand_shards"]
 

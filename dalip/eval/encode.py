@@ -99,7 +99,7 @@ def to_float_images(
     antialiased bicubic resize as the training data, when ``image_size`` is given
     and differs), then ``(x / 255 - mean) / std`` (scalars or per-channel triples).
     """
-    from ..data.transforms import image_transform
+    from dalip.data.transforms import image_transform
 
     x = torch.as_tensor(np.asarray(images)) if not isinstance(images, Tensor) else images
     if x.ndim != 4 or x.shape[-1] != 3:
@@ -222,8 +222,8 @@ def encode_images(
     ``batch_size`` do not apply to them); afterwards their ``kept`` says which
     images were readable (the rows of the result).
     """
-    from .preprocess import model_transform
-    from .streamed import StreamedImages
+    from dalip.eval.preprocess import model_transform
+    from dalip.eval.streamed import StreamedImages
 
     if isinstance(images, StreamedImages):
         batches = images.batches(images.transform or model_transform(model))

@@ -25,8 +25,8 @@ from typing import Any
 
 from torch import Tensor
 
-from .._markdown import markdown_table
-from .._optional import require
+from dalip._markdown import markdown_table
+from dalip._optional import require
 
 __all__ = [
     "FUSION_PREFIX",

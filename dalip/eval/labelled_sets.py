@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..data.labelled import LabelledImages, load_templates, read_labelled
-from .preprocess import PilTransform
-from .run import Results, evaluate
-from .streamed import StreamedImages
+from dalip.data.labelled import LabelledImages, load_templates, read_labelled
+from dalip.eval.preprocess import PilTransform
+from dalip.eval.run import Results, evaluate
+from dalip.eval.streamed import StreamedImages
 
 __all__ = ["LabelledTask", "ZeroShotSet", "evaluate_zero_shot", "zero_shot_eval_set"]
 

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._markdown import markdown_table
-from ..io import atomic_write_text
+from dalip._markdown import markdown_table
+from dalip.io import atomic_write_text
 
 __all__ = ["format_results", "save_results"]
 
@@ -35,7 +35,7 @@ def format_results(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> st
     Cells are percentages with the chance level in parentheses, e.g. ``51.2 (2.5)``;
     ``-`` where a subset lacks the metric.
     """
-    from .fusion import without_fusion  # the fusion curve has its own table (format_fusion)
+    from dalip.eval.fusion import without_fusion  # the fusion curve has its own table (format_fusion)
 
     rows = [(e, subset, m) for e, subsets in without_fusion(results).items() for subset, m in subsets.items()]
     columns = list(dict.fromkeys(k for *_, m in rows for k in m if _MAIN.search(k)))

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .encode import Images, ImageTransform, encode_images, encode_texts
+from dalip.eval.encode import Images, ImageTransform, encode_images, encode_texts
 
 __all__ = ["flatten_captions", "recall_at_k", "recall_from_similarity", "retrieval_recall"]
 

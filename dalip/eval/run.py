@@ -9,18 +9,10 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from .encode import (
-    Images,
-    ImageTransform,
-    NonFiniteEmbeddingError,
-    check_embeddings,
-    default_embeddings,
-    encode_images,
-    encode_texts,
-)
-from .fusion import check_fusion_weights, fused_similarities, fusion_key
-from .retrieval import Captions, flatten_captions, recall_from_similarity
-from .zero_shot import check_labels, per_class_recall, prompts, topk_accuracy, zero_shot_classifiers
+from dalip.eval.encode import Images, ImageTransform, NonFiniteEmbeddingError, check_embeddings, default_embeddings, encode_images, encode_texts
+from dalip.eval.fusion import check_fusion_weights, fused_similarities, fusion_key
+from dalip.eval.retrieval import Captions, flatten_captions, recall_from_similarity
+from dalip.eval.zero_shot import check_labels, per_class_recall, prompts, topk_accuracy, zero_shot_classifiers
 
 __all__ = ["EvalSetLike", "Results", "TaskLike", "evaluate", "evaluate_set"]
 

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.batch import decode_image
-from .preprocess import PilTransform
+from dalip.data.batch import decode_image
+from dalip.eval.preprocess import PilTransform
 
 __all__ = ["ImageFiles", "StreamedImages"]
 

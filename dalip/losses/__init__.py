@@ -12,11 +12,11 @@ total, parts = loss_fn(**outputs, output_dict=True)   # parts: first, second, co
 ```
 """
 
-from .base import FEATURE_KEYS, AlignmentLoss, PairLoss
-from .contrastive import ClipLoss, ContrastiveLoss, SigLipLoss
-from .distribution import CauchySchwarzLoss, CombinedLoss, CoralLoss, DistributionLoss
-from .factory import LOSSES, create_loss, list_losses, register_loss
-from .intra_modal import SupConLoss, supervised_contrastive
+from dalip.losses.base import FEATURE_KEYS, AlignmentLoss, PairLoss
+from dalip.losses.contrastive import ClipLoss, ContrastiveLoss, SigLipLoss
+from dalip.losses.distribution import CauchySchwarzLoss, CombinedLoss, CoralLoss, DistributionLoss
+from dalip.losses.factory import LOSSES, create_loss, list_losses, register_loss
+from dalip.losses.intra_modal import SupConLoss, supervised_contrastive
 
 __all__ = [
     "FEATURE_KEYS", "LOSSES", "AlignmentLoss", "CauchySchwarzLoss", "ClipLoss", "CombinedLoss",

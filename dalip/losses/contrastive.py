@@ -13,8 +13,8 @@ import torch.distributed.nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Order, Outputs, PairLoss, scalar
-from .factory import register_loss
+from dalip.losses.base import Order, Outputs, PairLoss, scalar
+from dalip.losses.factory import register_loss
 
 __all__ = ["ClipLoss", "ContrastiveLoss", "SigLipLoss", "resolve_world"]
 

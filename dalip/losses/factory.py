@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from ..registry import Registry
+from dalip.registry import Registry
 
 __all__ = ["LOSSES", "create_loss", "list_losses", "register_loss"]
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import FEATURE_KEYS, AlignmentLoss, Order, Outputs, require
-from .factory import register_loss
+from dalip.losses.base import FEATURE_KEYS, AlignmentLoss, Order, Outputs, require
+from dalip.losses.factory import register_loss
 
 __all__ = ["SupConLoss", "supervised_contrastive"]
 

@@ -1,13 +1,13 @@
 """Models: token extraction from open_clip towers, the DALIP wrapper, configs, checkpoints."""
 
-from .checkpoint import LoadReport, load_checkpoint, read_state_dict
-from .configs import MODEL_CONFIGS, NamedModel
-from .dalip_model import DALIPModel
-from .export import export_model, export_run, load_export, push_export
-from .factory import create_model, get_tokenizer, list_models
-from .heads import PooledHead
-from .pretrained import efficientnet_lite0_weights, load_efficientnet_lite0
-from .tokens import TowerOutput, extract_image_tokens, extract_text_tokens
+from dalip.models.checkpoint import LoadReport, load_checkpoint, read_state_dict
+from dalip.models.configs import MODEL_CONFIGS, NamedModel
+from dalip.models.dalip_model import DALIPModel
+from dalip.models.export import export_model, export_run, load_export, push_export
+from dalip.models.factory import create_model, get_tokenizer, list_models
+from dalip.models.heads import PooledHead
+from dalip.models.pretrained import efficientnet_lite0_weights, load_efficientnet_lite0
+from dalip.models.tokens import TowerOutput, extract_image_tokens, extract_text_tokens
 
 __all__ = [
     "DALIPModel", "LoadReport", "MODEL_CONFIGS", "NamedModel", "PooledHead", "TowerOutput",

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .heads import PooledHead
-from .tokens import TowerOutput, extract_image_tokens, extract_text_tokens, image_tower_kind, text_tower_kind
+from dalip.models.heads import PooledHead
+from dalip.models.tokens import TowerOutput, extract_image_tokens, extract_text_tokens, image_tower_kind, text_tower_kind
 
 __all__ = ["DALIPModel", "Embedding", "fuse_orders"]
 

@@ -28,10 +28,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_text
-from .checkpoint import LoadReport
-from .dalip_model import DALIPModel
-from .factory import read_json
+from dalip.io import atomic_write_text
+from dalip.models.checkpoint import LoadReport
+from dalip.models.dalip_model import DALIPModel
+from dalip.models.factory import read_json
 
 __all__ = ["export_model", "export_run", "export_tokenizer", "load_export", "push_export"]
 
@@ -79,8 +79,8 @@ def export_model(
     """
     import open_clip
 
-    from .configs import portable_model_config
-    from .factory import open_clip_model_config
+    from dalip.models.configs import portable_model_config
+    from dalip.models.factory import open_clip_model_config
 
     poolers = {t: f for t, f in model.first_order.items() if f not in ("tower", None)}
     if open_clip_files and poolers:
@@ -127,7 +127,7 @@ def _rebuildable_by_name(name: str) -> bool:
     """dalip configs and open_clip's built-in architectures are rebuilt by name (local paths resolve here)."""
     import open_clip
 
-    from .configs import MODEL_CONFIGS
+    from dalip.models.configs import MODEL_CONFIGS
 
     return name in MODEL_CONFIGS or name in open_clip.list_models()
 
@@ -145,7 +145,7 @@ def load_export(folder: str | Path) -> DALIPModel:
     import open_clip
     from safetensors.torch import load_file
 
-    from .factory import create_model
+    from dalip.models.factory import create_model
 
     folder, data = _read_export(folder)
     weights = folder / DALIP_WEIGHTS
@@ -168,7 +168,7 @@ def export_tokenizer(folder: str | Path) -> Any:
     """The tokenizer of an export: by the stored model name, else the folder's open_clip files."""
     import open_clip
 
-    from .factory import get_tokenizer, tokenizer_from_config
+    from dalip.models.factory import get_tokenizer, tokenizer_from_config
 
     folder, data = _read_export(folder)
     name = data["model"]["name"]
@@ -189,8 +189,8 @@ def export_run(
     """
     import dataclasses
 
-    from ..train.run_loading import load_run
-    from .factory import get_tokenizer
+    from dalip.train.run_loading import load_run
+    from dalip.models.factory import get_tokenizer
 
     model, config = load_run(checkpoint, [f"model.alpha={alpha}"] if alpha is not None else None)
     return export_model(

@@ -10,10 +10,10 @@ from typing import Any, Mapping
 
 import torch
 
-from ..registry import UnknownComponentError
-from .checkpoint import LoadReport, head_keys, load_checkpoint
-from .configs import MODEL_CONFIGS, quiet_transformers
-from .dalip_model import DALIPModel
+from dalip.registry import UnknownComponentError
+from dalip.models.checkpoint import LoadReport, head_keys, load_checkpoint
+from dalip.models.configs import MODEL_CONFIGS, quiet_transformers
+from dalip.models.dalip_model import DALIPModel
 
 __all__ = ["create_model", "get_tokenizer", "is_dalip_export", "list_models", "open_clip_model_config", "read_model_config"]
 
@@ -216,7 +216,7 @@ def create_model(
 
     name = model_name_or_config
     if is_dalip_export(name):
-        from .export import load_export
+        from dalip.models.export import load_export
 
         return load_export(name[len("local-dir:"):])
     if isinstance(name, (str, Path)) and str(name).endswith(".json"):
@@ -287,7 +287,7 @@ def get_tokenizer(model_name: str, cache_dir: str | None = None, **kwargs: Any) 
     import open_clip
 
     if is_dalip_export(model_name):
-        from .export import export_tokenizer
+        from dalip.models.export import export_tokenizer
 
         return export_tokenizer(model_name[len("local-dir:"):])
     if model_name in MODEL_CONFIGS:

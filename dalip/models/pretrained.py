@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._optional import require
+from dalip._optional import require
 
 __all__ = ["efficientnet_lite0_weights", "load_efficientnet_lite0"]
 

@@ -2,15 +2,15 @@
 (``cov``, ``isqrt_cov``, ``bdc``, ``mbdc``, ``mbdc_paper``) poolers behind one
 interface and one registry."""
 
-from . import functional
-from .base import Pooler, check_pool_inputs, value_checks
-from .bdc import BDCPool, BDCScale
-from .covariance import CovPool
-from .factory import POOLERS, create_pooler, list_poolers, register_pooler
-from .first_order import ClsPool, MeanPool
-from .layers import GroupNormLayer, MaskedBatchNorm, TokenReduction
-from .mbdc import MBDC, ReduceWithGuideCosine, guide_softmax, guide_weighted_projection
-from .second_order import MatrixPool
+from dalip.pooling import functional
+from dalip.pooling.base import Pooler, check_pool_inputs, value_checks
+from dalip.pooling.bdc import BDCPool, BDCScale
+from dalip.pooling.covariance import CovPool
+from dalip.pooling.factory import POOLERS, create_pooler, list_poolers, register_pooler
+from dalip.pooling.first_order import ClsPool, MeanPool
+from dalip.pooling.layers import GroupNormLayer, MaskedBatchNorm, TokenReduction
+from dalip.pooling.mbdc import MBDC, ReduceWithGuideCosine, guide_softmax, guide_weighted_projection
+from dalip.pooling.second_order import MatrixPool
 
 __all__ = [
     "BDCPool", "BDCScale", "ClsPool", "CovPool", "GroupNormLayer", "MBDC", "MaskedBatchNorm", "MatrixPool",

@@ -7,10 +7,10 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .factory import register_pooler
-from .functional import bdc, bdc_scale
-from .layers import NormKind
-from .second_order import MatrixPool
+from dalip.pooling.factory import register_pooler
+from dalip.pooling.functional import bdc, bdc_scale
+from dalip.pooling.layers import NormKind
+from dalip.pooling.second_order import MatrixPool
 
 __all__ = ["BDCPool", "BDCScale"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .factory import register_pooler
-from .functional import covariance, isqrt_newton_schulz
-from .layers import NormKind
-from .second_order import MatrixPool
+from dalip.pooling.factory import register_pooler
+from dalip.pooling.functional import covariance, isqrt_newton_schulz
+from dalip.pooling.layers import NormKind
+from dalip.pooling.second_order import MatrixPool
 
 __all__ = ["CovPool"]
 

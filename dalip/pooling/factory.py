@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..registry import Registry
-from .base import Pooler
+from dalip.registry import Registry
+from dalip.pooling.base import Pooler
 
 __all__ = ["POOLERS", "create_pooler", "list_poolers", "register_pooler"]
 

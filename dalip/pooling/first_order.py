@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import Pooler
-from .factory import register_pooler
+from dalip.pooling.base import Pooler
+from dalip.pooling.factory import register_pooler
 
 __all__ = ["ClsPool", "MeanPool"]
 

@@ -9,18 +9,11 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from .base import Pooler
-from .bdc import BDCScale
-from .factory import register_pooler
-from .functional import autocast_available, autocast_off, bdc, triu_flatten, triu_index
-from .layers import (
-    NormKind,
-    TokenReduction,
-    check_statistic_size,
-    project_tokens,
-    project_tokens_transposed,
-    project_tokens_weight_grad,
-)
+from dalip.pooling.base import Pooler
+from dalip.pooling.bdc import BDCScale
+from dalip.pooling.factory import register_pooler
+from dalip.pooling.functional import autocast_available, autocast_off, bdc, triu_flatten, triu_index
+from dalip.pooling.layers import NormKind, TokenReduction, check_statistic_size, project_tokens, project_tokens_transposed, project_tokens_weight_grad
 
 __all__ = ["MBDC", "ReduceWithGuideCosine", "guide_softmax", "guide_weighted_projection"]
 

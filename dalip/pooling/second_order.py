@@ -9,9 +9,9 @@ from __future__ import annotations
 from einops import rearrange
 from torch import Tensor
 
-from .base import Pooler
-from .functional import triu_flatten, triu_index
-from .layers import NormKind, TokenReduction, check_statistic_size
+from dalip.pooling.base import Pooler
+from dalip.pooling.functional import triu_flatten, triu_index
+from dalip.pooling.layers import NormKind, TokenReduction, check_statistic_size
 
 __all__ = ["MatrixPool"]
 

@@ -6,9 +6,9 @@ dalip interpolate --start init --end runs/ft/checkpoint.pt --output runs/interp
 ```
 """
 
-from .aggregate import Row, collect, summarise, sweep_markdown, write_tables
-from .runner import Run, plan_runs, run_sweep
-from .spec import SMOKE_OVERRIDES, SweepSpec, load_sweep
+from dalip.sweep.aggregate import Row, collect, summarise, sweep_markdown, write_tables
+from dalip.sweep.runner import Run, plan_runs, run_sweep
+from dalip.sweep.spec import SMOKE_OVERRIDES, SweepSpec, load_sweep
 
 __all__ = [
     "SMOKE_OVERRIDES",

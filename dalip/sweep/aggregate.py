@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._markdown import markdown_table
-from ..io import atomic_write_text
+from dalip._markdown import markdown_table
+from dalip.io import atomic_write_text
 
 __all__ = ["Row", "collect", "summarise", "sweep_markdown", "write_csv", "write_tables"]
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..train.config import ConfigError, TrainConfig, config_from_dict
-from .aggregate import collect, summarise, write_tables
-from .plots import headline_embedding, plot_tradeoff
+from dalip.train.config import ConfigError, TrainConfig, config_from_dict
+from dalip.sweep.aggregate import collect, summarise, write_tables
+from dalip.sweep.plots import headline_embedding, plot_tradeoff
 
 __all__ = ["blend", "initial_state", "interpolate_and_evaluate", "start_state"]
 
@@ -36,7 +36,7 @@ INIT = "init"
 
 def initial_state(config: TrainConfig) -> dict[str, Tensor]:
     """The step-0 weights of a run of `config` (same seed and construction as ``train``)."""
-    from ..train import build_model
+    from dalip.train import build_model
 
     torch.manual_seed(config.run.seed)
     return {k: v.detach().clone() for k, v in build_model(config).state_dict().items()}
@@ -47,7 +47,7 @@ def start_state(start: str | Path, config: TrainConfig, end: dict[str, Tensor]) 
     init = initial_state(config)
     if str(start) == INIT:
         return init, []
-    from ..models.checkpoint import read_state_dict
+    from dalip.models.checkpoint import read_state_dict
 
     given = read_state_dict(start)
     if given and not any(k.startswith("clip.") for k in given):  # an open_clip checkpoint of the towers
@@ -117,11 +117,11 @@ def interpolate_and_evaluate(
         ConfigError: bad overrides.
         ValueError: a ratio outside [0, 1].
     """
-    from ..models import get_tokenizer
-    from ..train import build_model
-    from ..train.checkpoint import load_training_checkpoint
-    from ..train.data_loading import build_eval_sets
-    from ..train.evaluate import evaluate_run, zero_shot_sets
+    from dalip.models import get_tokenizer
+    from dalip.train import build_model
+    from dalip.train.checkpoint import load_training_checkpoint
+    from dalip.train.data_loading import build_eval_sets
+    from dalip.train.evaluate import evaluate_run, zero_shot_sets
 
     bad = [t for t in ratios if not 0.0 <= t <= 1.0]
     if bad:

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from ..train.config import ConfigError, TrainConfig, config_to_dict, save_config
-from .spec import SMOKE_OVERRIDES, SweepSpec
+from dalip.train.config import ConfigError, TrainConfig, config_to_dict, save_config
+from dalip.sweep.spec import SMOKE_OVERRIDES, SweepSpec
 
 if TYPE_CHECKING:
-    from ..train.frozen_cache import FrozenCachePool
+    from dalip.train.frozen_cache import FrozenCachePool
 
 __all__ = ["Run", "plan_runs", "run_sweep"]
 
@@ -96,7 +96,7 @@ def _visible_gpus() -> list[str]:
 
 
 def _train_in_process(run: Run, frozen_caches: FrozenCachePool | None = None) -> None:
-    from ..train import train
+    from dalip.train import train
 
     train(run.config, run.folder, resume=True, frozen_caches=frozen_caches)
 
@@ -152,7 +152,7 @@ def run_sweep(runs: list[Run], gpus: list[str] | None = None) -> list[str]:
     gpus = _visible_gpus() if gpus is None else gpus
     if len(gpus) > 1 and todo:
         return _run_parallel(todo, gpus, report)
-    from ..train.frozen_cache import FrozenCachePool
+    from dalip.train.frozen_cache import FrozenCachePool
 
     failed, frozen_caches = [], FrozenCachePool()  # model.cache_frozen runs on the same towers build it once
     for run in todo:

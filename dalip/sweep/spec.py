@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ..train.config import ConfigError, TrainConfig, load_config, read_yaml_file
+from dalip.train.config import ConfigError, TrainConfig, load_config, read_yaml_file
 
 __all__ = ["SMOKE_OVERRIDES", "SweepSpec", "load_sweep", "run_overrides"]
 

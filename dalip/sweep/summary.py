@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..eval.fusion import only_fusion, without_fusion
-from .aggregate import collect, summarise, write_tables
-from .plots import plot_fusion_sweep, plot_sweep
-from .runner import Run
+from dalip.eval.fusion import only_fusion, without_fusion
+from dalip.sweep.aggregate import collect, summarise, write_tables
+from dalip.sweep.plots import plot_fusion_sweep, plot_sweep
+from dalip.sweep.runner import Run
 
 __all__ = ["summarise_sweep"]
 

@@ -13,11 +13,11 @@ import warnings
 import torch
 from torch import nn
 
-from ..losses import AlignmentLoss, create_loss
-from ..models import DALIPModel, create_model
-from ..models.checkpoint import PretrainedMismatchError
-from .config import ConfigError, TrainConfig
-from .schedule import warmup_cosine
+from dalip.losses import AlignmentLoss, create_loss
+from dalip.models import DALIPModel, create_model
+from dalip.models.checkpoint import PretrainedMismatchError
+from dalip.train.config import ConfigError, TrainConfig
+from dalip.train.schedule import warmup_cosine
 
 __all__ = ["autocast", "build_loss", "build_model", "build_optimizer", "build_scheduler", "set_train_mode"]
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write, atomic_write_text, fsync_dir, write_synced
+from dalip.io import atomic_write, atomic_write_text, fsync_dir, write_synced
 
 __all__ = [
     "CHECKPOINT", "CorruptCheckpointError", "atomic_save", "capture_rng", "discard_corrupt_checkpoints",

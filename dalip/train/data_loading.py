@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
-from .config import TrainConfig
-from .distributed import DistInfo
+from dalip.train.config import TrainConfig
+from dalip.train.distributed import DistInfo
 
 __all__ = ["RunData", "RunOrder", "SeededSamples", "TrainBatches", "build_data"]
 
@@ -145,13 +145,13 @@ def build_data(config: TrainConfig, dist: DistInfo, model: Any = None, keyed: bo
     ``keyed``: batches of ``(dataset index, caption)`` keys instead of images
     (`dalip.train.frozen_cache.KeyedBatch`, for ``model.cache_frozen``), in the same order.
     """
-    from .. import data as dalip_data
+    from dalip import data as dalip_data
 
     spec = make_spec(config, model)
     train_set = dalip_data.build_train_dataset(spec)
     samples, collate = train_set, dalip_data.collate
     if keyed:
-        from .frozen_cache import KeyedSamples, check_cacheable_dataset, collate_keyed
+        from dalip.train.frozen_cache import KeyedSamples, check_cacheable_dataset, collate_keyed
 
         check_cacheable_dataset(train_set)
         samples, collate = KeyedSamples(train_set), collate_keyed
@@ -161,7 +161,7 @@ def build_data(config: TrainConfig, dist: DistInfo, model: Any = None, keyed: bo
 
 def build_eval_sets(config: TrainConfig, model: Any = None) -> dict:
     """The evaluation sets of ``config.data`` (subset name -> eval set)."""
-    from .. import data as dalip_data
+    from dalip import data as dalip_data
 
     return dalip_data.build_eval_sets(make_spec(config, model))
 
@@ -170,7 +170,7 @@ def eval_image_transform(config: TrainConfig, model: Any = None) -> Any:
     """uint8 ``(N, H, W, 3)`` -> normalised float ``(N, 3, S, S)`` with the run's preprocessing."""
     from functools import partial
 
-    from ..eval import to_float_images
+    from dalip.eval import to_float_images
 
     size, mean, std = make_spec(config, model).preprocess
     return partial(to_float_images, image_size=size, mean=mean, std=std)
@@ -184,8 +184,8 @@ def make_spec(config: TrainConfig, model: Any = None) -> Any:
     Raises:
         ConfigError: unknown kind or option, bad value (the message names it).
     """
-    from .. import data as dalip_data
-    from .config import ConfigError
+    from dalip import data as dalip_data
+    from dalip.train.config import ConfigError
 
     try:
         spec = dalip_data.create_dataset(dict(config.data.spec))

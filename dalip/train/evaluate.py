@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..eval import ZeroShotSet, evaluate, format_results, save_results, zero_shot_eval_set
-from ..eval.fusion import format_fusion, plot_fusion
-from .config import ConfigError, TrainConfig
+from dalip.eval import ZeroShotSet, evaluate, format_results, save_results, zero_shot_eval_set
+from dalip.eval.fusion import format_fusion, plot_fusion
+from dalip.train.config import ConfigError, TrainConfig
 
 __all__ = ["evaluate_checkpoint", "evaluate_run", "finish_run", "zero_shot_sets"]
 
@@ -56,7 +56,7 @@ def evaluate_run(
     With ``config.eval.fusion``, the fusion curve also goes to the JSON (``fusion@<a>``
     entries), a table and ``<json stem>_fusion.png`` (the training alpha marked).
     """
-    from .data_loading import eval_image_transform
+    from dalip.train.data_loading import eval_image_transform
 
     eval_sets = _with_zero_shot(eval_sets, zero_shot_sets(config) if zero_shot is None else zero_shot)
     if not eval_sets:
@@ -81,7 +81,7 @@ def evaluate_run(
 
 def finish_run(model: Any, tokenizer: Any, data: Any, config: TrainConfig, output: Path, metrics: list[dict]) -> dict:
     """End of training: evaluate, write ``eval.json``, draw ``training.png``."""
-    from .plots import plot_run
+    from dalip.train.plots import plot_run
 
     results = evaluate_run(model, tokenizer, data.eval_sets, config, output / "eval.json")
     print(f"plot written to {plot_run(metrics, results, output / 'training.png')}")
@@ -106,10 +106,10 @@ def evaluate_checkpoint(
     replaces earlier results (an explicit ``output`` is written as given).
     ``fusion`` weights (``dalip eval --fusion``) replace ``eval.fusion`` of the run's config.
     """
-    from ..models import get_tokenizer
-    from .data_loading import build_eval_sets
-    from .run_folder import unused_path
-    from .run_loading import load_run
+    from dalip.models import get_tokenizer
+    from dalip.train.data_loading import build_eval_sets
+    from dalip.train.run_folder import unused_path
+    from dalip.train.run_loading import load_run
 
     checkpoint = Path(checkpoint)
     overrides = [*(overrides or []), *([f"eval.fusion={list(fusion)}"] if fusion is not None else [])]

@@ -47,9 +47,9 @@ from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
-from ..models import DALIPModel
-from ..models.tokens import TowerOutput
-from .config import ConfigError, TrainConfig, config_to_dict
+from dalip.models import DALIPModel
+from dalip.models.tokens import TowerOutput
+from dalip.train.config import ConfigError, TrainConfig, config_to_dict
 
 __all__ = [
     "CachedTowersForward", "FrozenCachePool", "FrozenTowerCache", "KeyedBatch", "KeyedSamples", "TowerStore",
@@ -287,9 +287,9 @@ def caption_variants(dataset: Dataset, index: int) -> list[str] | None:
     a ``ConcatDataset``). Otherwise (a CSV's fixed caption, an unknown dataset) the
     build pass's caption is cached and any other one is encoded on first use.
     """
-    from ..data.captions import CAPTION_TEMPLATES
-    from ..data.labelled_dataset import LabelledCaptions
-    from ..data.twemoji_dataset import TwemojiCaptions
+    from dalip.data.captions import CAPTION_TEMPLATES
+    from dalip.data.labelled_dataset import LabelledCaptions
+    from dalip.data.twemoji_dataset import TwemojiCaptions
 
     if isinstance(dataset, ConcatDataset):
         part = bisect.bisect_right(dataset.cumulative_sizes, index)
@@ -427,7 +427,7 @@ class FrozenTowerCache:
     @contextlib.contextmanager
     def _frozen_pass(self) -> Iterator[None]:
         """The towers as training runs them (`set_train_mode`, the run's autocast), without grad or RNG use."""
-        from .builders import autocast, set_train_mode
+        from dalip.train.builders import autocast, set_train_mode
 
         modes = {m: m.training for m in self.model.modules()}
         set_train_mode(self.model, self.config)

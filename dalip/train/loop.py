@@ -23,23 +23,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..models import get_tokenizer
-from ..pooling import value_checks
-from .builders import autocast, build_loss, build_model, build_optimizer, build_scheduler, set_train_mode
-from .checkpoint import (
-    capture_rng,
-    list_checkpoints,
-    load_training_checkpoint,
-    restore_rng,
-    save_training_checkpoint,
-)
-from .config import ConfigError, TrainConfig, config_to_dict, save_config
-from .data_loading import RunData, TrainBatches, build_data
-from .distributed import DistInfo, init_distributed
-from .evaluate import evaluate_run, finish_run
-from .frozen_cache import CachedTowersForward, FrozenCachePool, FrozenTowerCache
-from .metrics_log import METRICS, MetricsLog, read_metrics
-from .run_folder import RunFolderError, RunLock, check_resume_config, claim_run_folder
+from dalip.models import get_tokenizer
+from dalip.pooling import value_checks
+from dalip.train.builders import autocast, build_loss, build_model, build_optimizer, build_scheduler, set_train_mode
+from dalip.train.checkpoint import capture_rng, list_checkpoints, load_training_checkpoint, restore_rng, save_training_checkpoint
+from dalip.train.config import ConfigError, TrainConfig, config_to_dict, save_config
+from dalip.train.data_loading import RunData, TrainBatches, build_data
+from dalip.train.distributed import DistInfo, init_distributed
+from dalip.train.evaluate import evaluate_run, finish_run
+from dalip.train.frozen_cache import CachedTowersForward, FrozenCachePool, FrozenTowerCache
+from dalip.train.metrics_log import METRICS, MetricsLog, read_metrics
+from dalip.train.run_folder import RunFolderError, RunLock, check_resume_config, claim_run_folder
 
 __all__ = ["MicroBatches", "NonFiniteLossError", "Trainer", "build_model", "build_optimizer", "train"]
 
@@ -107,7 +101,7 @@ class MicroBatches:
                 batch.skipped += skipped
                 return batch
             skipped += batch.skipped
-        from ..data.batch import first_bad_samples
+        from dalip.data.batch import first_bad_samples
 
         bad = first_bad_samples()
         raise ConfigError(

@@ -21,7 +21,7 @@ class MetricsLog:
         self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # drop steps after the checkpoint
         self.writer = None
         if tensorboard:
-            from .._optional import require
+            from dalip._optional import require
 
             require("tensorboard", "tensorboard", "run.tensorboard=true")
             from torch.utils.tensorboard import SummaryWriter
@@ -52,7 +52,7 @@ def _start_wandb(output: Path, project: str, name: str | None, config: dict) -> 
     The W&B run id is kept in ``output/wandb/dalip_run_id``. W&B's own settings
     (``WANDB_MODE=offline``, ``WANDB_API_KEY``, ...) apply as usual.
     """
-    from .._optional import require
+    from dalip._optional import require
 
     wandb = require("wandb", "wandb", "run.wandb=true")
     folder = output / "wandb"

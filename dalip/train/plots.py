@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .._optional import require
+from dalip._optional import require
 
 __all__ = ["plot_run"]
 
@@ -23,7 +23,7 @@ def plot_run(metrics: list[dict], results: dict, path: str | Path) -> Path:
     left.set(xlabel="step", ylabel="loss", title="training loss")
     left.legend(fontsize=8)
 
-    from ..eval.fusion import without_fusion  # the fusion curve has its own plot
+    from dalip.eval.fusion import without_fusion  # the fusion curve has its own plot
 
     results = without_fusion(results)
     embeddings = list(results)

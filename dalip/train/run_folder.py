@@ -26,7 +26,7 @@ from typing import Self
 
 import yaml
 
-from .config import ConfigError, TrainConfig, config_from_dict, config_to_dict
+from dalip.train.config import ConfigError, TrainConfig, config_from_dict, config_to_dict
 
 __all__ = [
     "RESUME_MAY_CHANGE", "RUN_FILES", "RunFolderError", "RunLock", "check_resume_config", "claim_run_folder",
@@ -198,7 +198,7 @@ def check_resume_config(folder: str | Path, config: TrainConfig) -> None:
             listed), or ``optim.steps`` is below the step of the checkpoint.
         CorruptCheckpointError: the folder has checkpoints, none intact.
     """
-    from .checkpoint import _step_of, discard_corrupt_checkpoints
+    from dalip.train.checkpoint import _step_of, discard_corrupt_checkpoints
 
     folder = Path(folder)
     saved_path = folder / "config.yaml"

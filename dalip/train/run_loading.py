@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from ..models import DALIPModel, LoadReport
-from .checkpoint import load_training_checkpoint
-from .config import TrainConfig, config_from_dict, parse_overrides
+from dalip.models import DALIPModel, LoadReport
+from dalip.train.checkpoint import load_training_checkpoint
+from dalip.train.config import TrainConfig, config_from_dict, parse_overrides
 
 __all__ = ["load_run"]
 
@@ -37,7 +37,7 @@ def load_run(checkpoint_path: str | Path, overrides: list[str] | None = None) ->
         FileNotFoundError: no checkpoint at the path.
         ValueError: not a dalip training checkpoint (``ConfigError`` for a bad stored config).
     """
-    from .builders import build_model
+    from dalip.train.builders import build_model
 
     state = load_training_checkpoint(checkpoint_path)
     if "config" not in state:
