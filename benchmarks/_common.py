@@ -27,9 +27,10 @@ for _p in (_ROOT, _HERE):  # dalip need not be installed; benchmarks/ modules im
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-import dalip  # noqa: E402
 from floor_mbdc import FloorMBDC  # noqa: E402
 from reference_mbdc import ReferenceMBDC  # noqa: E402
+
+import dalip  # noqa: E402
 
 DIM, HEADS, REDUCED = 768, 4, 46
 #: the three variants the goals are about

@@ -43,9 +43,8 @@ import sys
 import tempfile
 import time
 
-import torch
-
 import _common as C  # noqa: N812  (also puts the repo root on sys.path)
+import torch
 
 #: issue 8's goals for mbdc_paper: at least `speedup` x faster than the baseline, within `floor` x of the
 #: dense-layer floor, peak memory at most `memory` x the baseline's (CPU: below it)

@@ -15,11 +15,11 @@ import argparse
 import statistics
 import time
 
+import _common as C  # noqa: N812  (also puts the repo root on sys.path)
 import torch
 
-import _common as C  # noqa: N812  (also puts the repo root on sys.path)
-from dalip.train.config import load_config
-from dalip.train.data_loading import build_data
+from dalip.runs.config import load_config
+from dalip.train.batches import build_data
 from dalip.train.distributed import DistInfo
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import _common as C  # also puts the repo root on sys.path
 
+from dalip.runs.config import load_config
 from dalip.train.builders import set_train_mode
-from dalip.train.config import load_config
-from dalip.train.loop import Trainer, _train_step
+from dalip.train.loop import Trainer, train_step
 
 
 def _steps(trainer: Trainer, steps: int) -> tuple[float, list[float]]:
@@ -32,7 +32,7 @@ def _steps(trainer: Trainer, steps: int) -> tuple[float, list[float]]:
     start = time.perf_counter()
     for _ in range(steps):
         set_train_mode(trainer.model, trainer.config)
-        stats = _train_step(trainer.net, trainer.model, trainer.loss_fn, trainer.tokenizer, trainer.micro_batches,
+        stats = train_step(trainer.net, trainer.model, trainer.loss_fn, trainer.tokenizer, trainer.micro_batches,
                             trainer.optimizer, trainer.scheduler, trainer.config, trainer.dist, trainer.frozen)
         losses.append(stats.loss.item())  # a host read per step, as logging every step would
     return time.perf_counter() - start, losses

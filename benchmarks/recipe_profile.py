@@ -27,14 +27,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import _common as C  # noqa: N812  (also puts the repo root on sys.path)
 import numpy as np
 import open_clip
 import torch
 from PIL import Image
 
-import _common as C  # noqa: N812  (also puts the repo root on sys.path)
-from dalip.data.batch import decode_image
 from dalip.data import create_dataset
+from dalip.data.batch import decode_image
 
 
 def median_ms(fn: Callable[[], object], repeat: int) -> float:

@@ -39,11 +39,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 import _common as C  # noqa: N812  (also puts the repo root on sys.path)
-import dalip
+import torch
 from compare_mbdc import _trace_peak
+
+import dalip
 from dalip.pooling.functional import bdc
 
 BASE = {"B": 32, "M": 196, "r": 32, "h": 4}

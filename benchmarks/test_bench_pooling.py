@@ -16,10 +16,9 @@ shape, finiteness and gradients are checked.
 
 from __future__ import annotations
 
+import _common as C
 import pytest
 import torch
-
-import _common as C
 
 NAMES = C.all_variant_names()
 GROUP = "pooling fwd+bwd, cpu fp32, B=32 N=196 C=768"

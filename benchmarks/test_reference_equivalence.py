@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import dalip
 from floor_mbdc import FloorMBDC
 from reference_mbdc import ReferenceMBDC, load_from_dalip, load_into_dalip
+
+import dalip
 
 PAPER = dict(heads=4, reduced_dim=46, dropout=0.5)
 

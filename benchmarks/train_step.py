@@ -3,7 +3,7 @@
 Issue 8, item 2: the DALIP model (the towers' [cls] / EOT outputs as first order,
 ``mbdc_paper`` on the tokens of both towers as second order, ``distribution`` loss)
 against the same backbone trained as plain CLIP (``clip`` loss, no second order).
-One step is exactly the recipe's optimizer step (``dalip.train.loop._train_step``:
+One step is exactly the recipe's optimizer step (``dalip.train.loop.train_step``:
 autocast forward, loss, backward, fused AdamW and scheduler), on one
 fixed synthetic batch already on the device, so the data pipeline is left out
 (``vs_open_clip_train.py`` measures the whole recipe with real data).
@@ -38,18 +38,19 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import _common as C  # noqa: N812  (also puts the repo root on sys.path)
 import torch
 
-import _common as C  # noqa: N812  (also puts the repo root on sys.path)
+from dalip.cli.allocator import keep_freed_memory
 from dalip.data import Batch
 from dalip.losses import create_loss
 from dalip.models import get_tokenizer
 from dalip.pooling import value_checks
-from dalip.train.config import config_from_dict
+from dalip.runs.config import config_from_dict
+from dalip.runs.model import build_model
+from dalip.train.builders import build_optimizer, set_train_mode
 from dalip.train.distributed import DistInfo
-from dalip.train.allocator import keep_freed_memory
-from dalip.train.builders import build_model, build_optimizer, set_train_mode
-from dalip.train.loop import _train_step
+from dalip.train.loop import train_step
 
 GOAL = 1.05  # DALIP step time / CLIP step time
 #: the compared recipes: model and loss sections of a training config
@@ -129,7 +130,7 @@ def build_recipe(name: str, args, device: torch.device) -> Recipe:
     def step() -> None:  # as dalip.train.loop.train runs it: data-dependent input checks off (they sync)
         set_train_mode(model, config)
         with value_checks(config.run.value_checks):
-            _train_step(model, model, loss_fn, lambda t: t, batches, optimizer, scheduler, config, dist_info)
+            train_step(model, model, loss_fn, lambda t: t, batches, optimizer, scheduler, config, dist_info)
 
     return Recipe(name, step, sum(p.numel() for p in model.parameters()), optimizer)
 
@@ -199,7 +200,7 @@ def report(args, device: torch.device, recipes: list[Recipe], rounds, peaks, flo
         " batch on the device",
         "- variants: `clip` = the towers' outputs, `clip` loss; `dalip` = the same plus `mbdc_paper` on the"
         " tokens of both towers, `distribution` loss",
-        f"- process: glibc keeps freed large blocks (`dalip.train.allocator.keep_freed_memory`, as `dalip train`"
+        f"- process: glibc keeps freed large blocks (`dalip.cli.allocator.keep_freed_memory`, as `dalip train`"
         f" does): {'on' if allocator else 'OFF (--system-allocator)'}",
         "",
         "| variant | parameters (M) | step median (ms) | min (ms) | images/s | step peak memory (GiB) | GFLOP/step |",
@@ -244,7 +245,7 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=4, help="timing rounds (the ratio is also reported per round)")
     ap.add_argument("--phase-steps", type=int, default=4, help="extra steps timed per phase (0: no breakdown)")
     ap.add_argument("--system-allocator", action="store_true",
-                    help="leave glibc's defaults (dalip train keeps freed large blocks; see dalip.train.allocator)")
+                    help="leave glibc's defaults (dalip train keeps freed large blocks; see dalip.cli.allocator)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--out", help="results file (default results/train_step_<device>.md)")
     args = ap.parse_args(argv)

@@ -30,12 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common as C  # noqa: N812  (also puts the repo root on sys.path)
 import numpy as np
 import torch
 import yaml
 from PIL import Image
-
-import _common as C  # noqa: N812  (also puts the repo root on sys.path)
 
 GOAL = 1.0  # dalip images/s / open_clip images/s
 WORDS = ["red", "blue", "small", "large", "striped", "round", "bright", "dark", "green", "soft"]

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from dalip._markdown import markdown_table
 from dalip.data.transforms import image_transform
-from dalip.data.twemoji import NATURE_SUBCATEGORIES, load_emoji_image, twemoji_index
+from dalip.data.twemoji.index import NATURE_SUBCATEGORIES, load_emoji_image, twemoji_index
 from dalip.pooling import create_pooler, list_poolers
 
 __all__ = ["DemoRow", "extract_tokens", "nearest_neighbour_accuracy", "run_demo"]

@@ -106,7 +106,7 @@ def load_for_benchmark(
     from dalip.models.factory import create_model, get_tokenizer
 
     if _is_run_checkpoint(model_name):
-        from dalip.train.run_loading import load_run
+        from dalip.runs.load import load_run
 
         model, config = load_run(model_name)
         tokenizer = get_tokenizer(config.model.name)

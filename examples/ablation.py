@@ -12,6 +12,7 @@ out as a sweep file for the record, run, and summarised.
 from __future__ import annotations
 
 import argparse
+
 # --8<-- [start:imports]
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import yaml
 
 from dalip.sweep import load_sweep, plan_runs, run_sweep
 from dalip.sweep.summary import summarise_sweep
+
 # --8<-- [end:imports]
 
 ROOT = Path(__file__).resolve().parent

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 
+from dalip.runs import load_config
 from dalip.sweep import SMOKE_OVERRIDES
-from dalip.train import load_config, train
+from dalip.train import train
 
 
 def main() -> None:

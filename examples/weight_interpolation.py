@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dalip.runs import load_config
 from dalip.sweep import SMOKE_OVERRIDES
 from dalip.sweep.interpolate import interpolate_and_evaluate
-from dalip.train import load_config, train
+from dalip.train import train
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 import pytest
 
-from dalip.train.config import ConfigError, config_to_dict, list_configs, load_config, parse_overrides
+from dalip.errors import ConfigError
+from dalip.runs.config import config_to_dict, list_configs, load_config, parse_overrides
 
 
 def test_quickstart_ships_and_loads():
@@ -68,7 +69,7 @@ def test_configs_compose_from_a_base(tmp_path):
 
 
 def test_resolved_config_round_trips(tmp_path):
-    from dalip.train.config import config_from_dict, save_config
+    from dalip.runs.config import config_from_dict, save_config
 
     config = load_config("quickstart", ["optim.steps=5"])
     save_config(config, tmp_path / "config.yaml")

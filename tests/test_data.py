@@ -19,7 +19,6 @@ from dalip.data import (
     CAPTION_TEMPLATES,
     Batch,
     CsvCaptions,
-    create_dataset,
     MixedDataset,
     MixedIterableDataset,
     WebDatasetShards,
@@ -28,6 +27,7 @@ from dalip.data import (
     caption,
     collate,
     concept_split,
+    create_dataset,
     expand_shards,
     load_twemoji,
     mentions,
@@ -36,8 +36,8 @@ from dalip.data import (
     subset_of,
     twemoji_split,
 )
-from dalip.data import cache as cache_module
-from dalip.data.captions import with_article, words
+from dalip.data.twemoji import cache as cache_module
+from dalip.data.twemoji.captions import with_article, words
 
 
 @pytest.fixture(scope="session")
@@ -319,7 +319,15 @@ def test_collate_drops_none_and_counts():
 
 def test_dataset_kinds_are_registered_components(tmp_path):
     from dalip import UnknownComponentError
-    from dalip.data import DATASETS, CsvSpec, DatasetSpec, TwemojiSpec, WdsSpec, list_datasets, register_dataset
+    from dalip.data import (
+        DATASETS,
+        CsvSpec,
+        DatasetSpec,
+        TwemojiSpec,
+        WdsSpec,
+        list_datasets,
+        register_dataset,
+    )
 
     assert {"twemoji", "csv", "wds"} <= set(list_datasets())
     assert list_datasets("*csv*") == ["csv"]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-
-import importlib
 
 import pytest
 
@@ -107,7 +106,7 @@ def test_every_documented_command_parses():
     import shlex
 
     from dalip.cli import build_parser
-    from dalip.train.config import parse_overrides
+    from dalip.runs.config import parse_overrides
 
     commands = _doc_commands()
     assert len(commands) > 20  # the extraction finds the docs' commands

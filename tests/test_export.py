@@ -12,10 +12,12 @@ import torch
 from PIL import Image
 
 import dalip
-from dalip.models.export import DALIP_CONFIG, DALIP_WEIGHTS, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, export_run
-from dalip.train.checkpoint import atomic_save
-from dalip.train.config import ConfigError, config_to_dict, load_config
-from dalip.train.run_loading import load_run
+from dalip.errors import ConfigError
+from dalip.models.export import DALIP_CONFIG, DALIP_WEIGHTS, OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
+from dalip.runs.checkpoint import atomic_save
+from dalip.runs.config import config_to_dict, load_config
+from dalip.runs.export import export_run
+from dalip.runs.load import load_run
 
 TINY_CFG = {
     "embed_dim": 32,
@@ -184,7 +186,7 @@ def test_quickstart_export_names_minilm_portably(tmp_path: Path) -> None:
 
     from dalip.models import export_model
     from dalip.models.configs import MINILM_HUB_ID
-    from dalip.train.config import ModelConfig
+    from dalip.runs.config import ModelConfig
 
     section = dataclasses.asdict(ModelConfig())  # effl0-minilm with mbdc heads
     model = dalip.create_model(section["name"], pretrained_towers=False).eval()

@@ -71,7 +71,7 @@ from pathlib import Path
 import pytest
 
 from dalip.cli import main
-from dalip.train.checkpoint import load_training_checkpoint
+from dalip.runs.checkpoint import load_training_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "assets" / "tiny-train.yaml")
@@ -309,7 +309,7 @@ def test_checkpoint_that_cannot_fit_is_refused_before_writing(tmp_path, monkeypa
 
     import torch
 
-    from dalip.train import checkpoint as ckpt
+    from dalip.runs import checkpoint as ckpt
 
     state = {"model": {"w": torch.zeros(1000, 1000)}, "optimizer": {"state": [torch.zeros(1000)]}, "step": 1}
     ckpt.save_training_checkpoint(state, tmp_path)
@@ -367,9 +367,11 @@ def test_nan_loss_stops_the_run(tmp_path, capsys, monkeypatch):
 def test_nan_weights_are_never_saved(tmp_path, monkeypatch):
     import torch
 
-    from dalip.train import NonFiniteLossError, load_config, loop, train
+    from dalip.errors import NonFiniteLossError
+    from dalip.runs import load_config
+    from dalip.train import loop, train
 
-    step = loop._train_step
+    step = loop.train_step
     calls = {"n": 0}
 
     def poisoned_step(net, model, *args):
@@ -380,7 +382,7 @@ def test_nan_weights_are_never_saved(tmp_path, monkeypatch):
                 next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
         return stats
 
-    monkeypatch.setattr(loop, "_train_step", poisoned_step)
+    monkeypatch.setattr(loop, "train_step", poisoned_step)
     with pytest.raises(NonFiniteLossError, match="non-finite weights after step 4"):
         train(load_config(TINY, ["run.log_every=4", "run.checkpoint_every=2"]), tmp_path)
     assert load_training_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
@@ -389,7 +391,7 @@ def test_nan_weights_are_never_saved(tmp_path, monkeypatch):
 def test_eval_refuses_a_diverged_model(finished_run, tmp_path, capsys):
     import torch
 
-    from dalip.train.checkpoint import atomic_save
+    from dalip.runs.checkpoint import atomic_save
 
     run = _copy(finished_run, tmp_path)
     state = load_training_checkpoint(run / "checkpoint.pt")

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dalip.train import load_config, train
-from dalip.train.checkpoint import load_training_checkpoint
-from dalip.train.config import ConfigError
+from dalip.errors import ConfigError
+from dalip.runs import load_config
+from dalip.runs.checkpoint import load_training_checkpoint
+from dalip.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "assets" / "tiny-train.yaml")
@@ -44,7 +45,7 @@ def test_cached_run_has_exactly_the_losses_and_weights_of_the_uncached_one(runs)
         assert torch.equal(value, weights[1][name]), name  # incl. the trained clip.visual.head
     head = "clip.visual.head.proj.weight"
     initial = load_config(TINY, [*FROZEN])  # the head did train (it is not part of the cache)
-    from dalip.train.builders import build_model
+    from dalip.runs.model import build_model
 
     torch.manual_seed(initial.run.seed)
     assert not torch.equal(build_model(initial).state_dict()[head], weights[1][head])
@@ -81,7 +82,7 @@ def test_trainable_parameters_and_epoch_dependent_datasets_are_refused_at_build(
     """What the config cannot show: a tower parameter left trainable, a dataset that redraws its samples."""
     from torch.utils.data import Dataset, IterableDataset
 
-    from dalip.train.builders import build_model
+    from dalip.runs.model import build_model
     from dalip.train.frozen_cache import FrozenTowerCache, check_cacheable_dataset
 
     config = load_config(TINY, [*FROZEN, "model.cache_frozen=true"])
@@ -108,8 +109,9 @@ def test_cache_holds_the_frozen_outputs_and_encodes_unseen_captions():
     """Rows equal a direct tower pass on a training batch; the timm head is applied per step; new captions are added."""
     from dalip.data import build_train_dataset
     from dalip.models import get_tokenizer
-    from dalip.train.builders import build_model, set_train_mode
-    from dalip.train.data_loading import make_spec
+    from dalip.runs.data import make_spec
+    from dalip.runs.model import build_model
+    from dalip.train.builders import set_train_mode
     from dalip.train.frozen_cache import FrozenTowerCache, KeyedBatch, apply_tail
 
     config = load_config(TINY, [*FROZEN, "model.cache_frozen=true"])
@@ -153,8 +155,8 @@ def test_runs_of_one_process_share_a_cache_of_the_same_towers(runs, tmp_path):
 
 
 def test_fingerprint_covers_the_frozen_weights_not_the_trained_tail():
-    from dalip.train.builders import build_model
-    from dalip.train.data_loading import build_data
+    from dalip.runs.model import build_model
+    from dalip.train.batches import build_data
     from dalip.train.distributed import init_distributed
     from dalip.train.frozen_cache import frozen_fingerprint
 

@@ -21,10 +21,11 @@ from dalip.data import Batch
 from dalip.losses import create_loss
 from dalip.models import get_tokenizer
 from dalip.pooling import value_checks
-from dalip.train.config import load_config
+from dalip.runs.config import load_config
+from dalip.runs.model import build_model
+from dalip.train.builders import set_train_mode
 from dalip.train.distributed import DistInfo
-from dalip.train.builders import build_model, set_train_mode
-from dalip.train.loop import _train_step
+from dalip.train.loop import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "assets" / "tiny-train.yaml")
@@ -88,7 +89,7 @@ def make_dalip_step(device: torch.device):
     def step(checks: bool):
         set_train_mode(model, config)
         with value_checks(checks):
-            return _train_step(model, model, loss_fn, lambda t: t, batches, optimizer, scheduler, config, dist_info)
+            return train_step(model, model, loss_fn, lambda t: t, batches, optimizer, scheduler, config, dist_info)
 
     step(False)  # first step: optimizer state created
     return step

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import dalip
+from dalip.errors import PretrainedMismatchError
 from dalip.models import create_model, extract_text_tokens, load_checkpoint, read_state_dict
-from dalip.models.checkpoint import PretrainedMismatchError
 
 EMBED = 24
 VIT = {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16}

@@ -7,8 +7,8 @@ import torch
 from conftest import DIM, make_batch
 
 import dalip
-from dalip.pooling import functional as Fn
 from dalip.pooling import POOLERS, value_checks
+from dalip.pooling import functional as Fn
 
 ALL = dalip.list_poolers()
 

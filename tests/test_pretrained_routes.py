@@ -126,7 +126,8 @@ def test_file_route_and_architecture_only(hub: dict) -> None:
 
 
 def test_yaml_config_accepts_every_route(hub: dict, tmp_path: Path) -> None:
-    from dalip.train.config import ConfigError, load_config
+    from dalip.errors import ConfigError
+    from dalip.runs.config import load_config
 
     for name, pretrained in ((TINY, "tiny_tag"), ("hf-hub:org/tiny", None), (f"local-dir:{hub['repo']}", None)):
         config = load_config(None, [f"model.name={name}", f"model.pretrained={pretrained or 'null'}"])
@@ -138,7 +139,7 @@ def test_yaml_config_accepts_every_route(hub: dict, tmp_path: Path) -> None:
 
 
 def test_build_model_prints_the_load_report(hub: dict, capsys: pytest.CaptureFixture) -> None:
-    from dalip.train import build_model, load_config
+    from dalip.runs import build_model, load_config
 
     model = build_model(load_config(None, ["model.name=hf-hub:org/tiny"]))
     assert_towers_equal(model, hub["weights"])

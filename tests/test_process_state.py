@@ -42,7 +42,7 @@ def compare(before, stage):
     print(f"{stage}: unchanged")
 
 import ctypes
-mallopt_calls = []  # glibc allocator settings are the CLI's (dalip.train.allocator), never the library's
+mallopt_calls = []  # glibc allocator settings are the CLI's (dalip.cli.allocator), never the library's
 
 class SpyCDLL(ctypes.CDLL):
     def __getattr__(self, name):
@@ -93,8 +93,7 @@ def test_dalip_never_imports_pyplot() -> None:
 
 def test_the_cli_keeps_freed_memory_and_the_library_does_not(monkeypatch, tmp_path):
     """`dalip` (the process owner) sets glibc's thresholds; the setting works on this Linux."""
-    from dalip.cli import main
-    from dalip.train import allocator
+    from dalip.cli import allocator, main
 
     calls = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)

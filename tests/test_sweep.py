@@ -12,9 +12,11 @@ import torch
 import yaml
 
 from dalip.cli import main
+from dalip.errors import ConfigError
+from dalip.runs import load_config
 from dalip.sweep import load_sweep, plan_runs, run_sweep
 from dalip.sweep.interpolate import blend, initial_state
-from dalip.train import ConfigError, load_config, train
+from dalip.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "assets" / "tiny-train.yaml")

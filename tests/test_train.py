@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from dalip.cli import main
-from dalip.train.checkpoint import atomic_save, load_training_checkpoint
+from dalip.runs.checkpoint import atomic_save, load_training_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "assets" / "tiny-train.yaml")
@@ -55,7 +55,8 @@ def test_run_writes_every_output(straight_run):
 
 
 def test_stop_and_resume_gives_the_same_losses(straight_run, tmp_path):
-    from dalip.train import load_config, train
+    from dalip.runs import load_config
+    from dalip.train import train
 
     config = load_config(TINY)
     train(config, tmp_path, stop_after=3)  # checkpoint at step 3, then "the job ends"
@@ -150,8 +151,9 @@ def test_torchrun_on_cpu(tmp_path, nproc):
 
 def test_locked_towers_keep_pretrained_features_and_stay_in_eval_mode():
     """Locking must not change what a pretrained tower computes (BatchNormAct, dropout)."""
-    from dalip.train import load_config
-    from dalip.train.builders import build_model, set_train_mode
+    from dalip.runs import load_config
+    from dalip.runs.model import build_model
+    from dalip.train.builders import set_train_mode
 
     images = torch.rand(4, 3, 128, 128)
     reference = build_model(load_config("quickstart", ["model.lock_image=false", "model.lock_text=false"])).eval()
@@ -168,8 +170,9 @@ def test_locked_towers_keep_pretrained_features_and_stay_in_eval_mode():
 def test_partly_unlocked_towers_train_their_last_layers_and_keep_locked_statistics():
     """The study's regime: the last EfficientNet blocks and MiniLM layers learn; locked BatchNorms keep
     the pretrained running statistics in train mode; BERT's partial unlocking (open_clip lacks it) works."""
-    from dalip.train import load_config
-    from dalip.train.builders import build_model, set_train_mode
+    from dalip.runs import load_config
+    from dalip.runs.model import build_model
+    from dalip.train.builders import set_train_mode
 
     config = load_config("quickstart", ["model.unlocked_image_groups=3", "model.unlocked_text_layers=2"])
     model = build_model(config)
@@ -217,7 +220,7 @@ def test_bf16_autocast_on_cpu_and_csv_evaluation(tmp_path):
 def test_train_batches_resume_at_any_micro_batch_for_maps_and_streams():
     from torch.utils.data import IterableDataset, TensorDataset
 
-    from dalip.train.data_loading import TrainBatches
+    from dalip.train.batches import TrainBatches
     from dalip.train.distributed import DistInfo
 
     class Stream(IterableDataset):
@@ -246,7 +249,7 @@ class _Noisy(torch.utils.data.Dataset):
 
 
 def test_map_style_batches_are_whole_epochs_from_one_loader_with_workers():
-    from dalip.train.data_loading import TrainBatches, epoch_order
+    from dalip.train.batches import TrainBatches, epoch_order
     from dalip.train.distributed import DistInfo
 
     collate = lambda items: [(i, round(r, 6)) for i, r in items]  # noqa: E731
@@ -309,8 +312,8 @@ def test_shipped_gpu_config_trains_on_cpu_at_smoke_size(tmp_path, monkeypatch):
 
 def test_channels_last_model_computes_the_same_embeddings():
     """`model.channels_last` (on in the quickstart) stores conv weights NHWC; the embeddings do not change."""
-    from dalip.train import load_config
-    from dalip.train.builders import build_model
+    from dalip.runs import load_config
+    from dalip.runs.model import build_model
 
     models = {}
     for flag in (False, True):
@@ -396,8 +399,9 @@ def test_wandb_missing_package_names_the_extra(tmp_path, monkeypatch):
 def test_the_last_k_checkpoints_are_kept_with_checksums(tmp_path):
     import hashlib
 
-    from dalip.train.checkpoint import list_checkpoints, save_training_checkpoint
-    from dalip.train.config import ConfigError, load_config
+    from dalip.errors import ConfigError
+    from dalip.runs.checkpoint import list_checkpoints, save_training_checkpoint
+    from dalip.runs.config import load_config
 
     for step in range(1, 6):
         save_training_checkpoint({"model": {"w": torch.full((3,), float(step))}, "step": step}, tmp_path, keep=3)
@@ -464,7 +468,7 @@ def test_eval_fusion_curve_from_the_cli(straight_run, tmp_path, capsys):
 
 
 def test_learnable_alpha_is_trained_logged_and_restored(tmp_path):
-    from dalip.train.run_loading import load_run
+    from dalip.runs.load import load_run
 
     assert main(["train", "--config", TINY, "--output", str(tmp_path), "optim.steps=3", "model.alpha_learnable=true",
                  "eval.fusion=[0, 1]"]) == 0

@@ -28,9 +28,9 @@ from dalip.data import (
     read_labelled,
     read_labelled_csv,
 )
+from dalip.errors import ConfigError
 from dalip.eval import evaluate, evaluate_zero_shot, format_results, zero_shot_eval_set
-from dalip.train import load_config
-from dalip.train.config import ConfigError
+from dalip.runs import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "assets" / "tiny-clip.json")  # image size 64

@@ -14,7 +14,17 @@ Lower level: `cache_features` -> `sample_support` / `support_set` -> ``method.fi
 """
 
 from dalip.adapt.base import LOGIT_SCALE, Classifier, FewShotMethod, text_logits
-from dalip.adapt.baselines import ALPHAS, BETAS, LinearProbe, TipAdapter, TipAdapterF, ZeroShot, fit_logistic, leave_one_out_accuracy, tip_logits
+from dalip.adapt.baselines import (
+    ALPHAS,
+    BETAS,
+    LinearProbe,
+    TipAdapter,
+    TipAdapterF,
+    ZeroShot,
+    fit_logistic,
+    leave_one_out_accuracy,
+    tip_logits,
+)
 from dalip.adapt.dac import DACAdapter, DACConfig, ResidualAdapter, TextModulation
 from dalip.adapt.features import FewShotFeatures, FewShotImages, cache_features, model_input_size
 from dalip.adapt.frozen import FrozenModel, freeze, load_frozen_model

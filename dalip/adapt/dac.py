@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dalip.losses import create_loss
 from dalip.adapt.base import LOGIT_SCALE, Classifier, FewShotMethod, text_logits
 from dalip.adapt.sampling import SupportSet
 from dalip.adapt.training import optimize, seeded
+from dalip.losses import create_loss
 
 __all__ = ["DACAdapter", "DACConfig", "ResidualAdapter", "TextModulation"]
 

@@ -41,8 +41,8 @@ def load_frozen_model(config: str | Path = "quickstart", checkpoint: str | Path 
     ``dalip train`` restores the trained heads and projection.
     """
     from dalip.models import get_tokenizer
-    from dalip.train import build_model, load_config, load_run
-    from dalip.train.data_loading import make_spec
+    from dalip.runs import build_model, load_config, load_run
+    from dalip.runs.data import make_spec
 
     if checkpoint is not None:
         model, cfg = load_run(checkpoint)

@@ -8,13 +8,13 @@ from dataclasses import asdict, dataclass
 
 from tqdm.auto import tqdm
 
-from dalip.eval.zero_shot import topk_accuracy
-from dalip.registry import Registry
 from dalip.adapt.base import FewShotMethod
 from dalip.adapt.baselines import LinearProbe, TipAdapter, TipAdapterF, ZeroShot
 from dalip.adapt.dac import DACAdapter, DACConfig
 from dalip.adapt.features import FewShotFeatures
 from dalip.adapt.sampling import sample_support, support_set
+from dalip.eval.zero_shot import topk_accuracy
+from dalip.registry import Registry
 
 __all__ = ["METHODS", "ResultRow", "default_methods", "run_few_shot"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from dalip._markdown import markdown_table
 from dalip._optional import require
-from dalip.io import atomic_write_text
 from dalip.adapt.harness import ResultRow
+from dalip.io import atomic_write_text
 
 __all__ = ["BASELINES", "few_shot_markdown", "plot_results", "summarise", "write_results"]
 

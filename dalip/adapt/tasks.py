@@ -9,9 +9,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dalip.data import SUBCATEGORY_TEMPLATES, decode_image, read_caption_csv, subcategory_phrase, twemoji_eval_sets, twemoji_split
-from dalip.data.splits import stable_fraction
 from dalip.adapt.features import FewShotImages
+from dalip.data import (
+    SUBCATEGORY_TEMPLATES,
+    decode_image,
+    read_caption_csv,
+    subcategory_phrase,
+    twemoji_eval_sets,
+    twemoji_split,
+)
+from dalip.data.twemoji.splits import stable_fraction
 
 __all__ = ["DEFAULT_TEMPLATES", "csv_task", "twemoji_domain_task"]
 

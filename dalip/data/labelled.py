@@ -143,7 +143,7 @@ def read_labelled_csv(
                                  f"(set img_key / label_key, or the separator)")
             rows = [(row[img_key], (row[label_key] or "").strip()) for row in reader]
         except UnicodeDecodeError as err:
-            from dalip.data.csv_dataset import utf8_error
+            from dalip.data.kinds.csv import utf8_error
 
             raise utf8_error(path, err, "labelled CSV") from None
     if not rows:

@@ -15,7 +15,7 @@ import numpy as np
 from torch.utils.data import Dataset, IterableDataset
 
 from dalip.data.batch import Sample
-from dalip.data.wds import consumer_info
+from dalip.data.sharding import consumer_info
 
 __all__ = ["MapAsIterable", "MixedDataset", "MixedIterableDataset"]
 

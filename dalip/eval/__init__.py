@@ -16,15 +16,23 @@ results = evaluate_zero_shot(model, tokenizer, "leaves/", templates="openai_imag
 ```
 """
 
-from dalip.eval.encode import NonFiniteEmbeddingError, default_image_transform, encode_images, encode_texts, to_float_images
+from dalip.data.eval_sets import LabelledTask, ZeroShotSet, zero_shot_eval_set
+from dalip.data.streamed import StreamedImages
+from dalip.data.transforms import PilTransform, model_transform
+from dalip.errors import NonFiniteEmbeddingError
+from dalip.eval.encode import default_image_transform, encode_images, encode_texts, to_float_images
+from dalip.eval.evaluation import EvalSetLike, Results, TaskLike, evaluate, evaluate_set, evaluate_zero_shot
 from dalip.eval.fusion import best_fusion_weights, format_fusion, fusion_curves, plot_fusion
-from dalip.eval.labelled_sets import LabelledTask, ZeroShotSet, evaluate_zero_shot, zero_shot_eval_set
-from dalip.eval.preprocess import PilTransform, model_transform
 from dalip.eval.report import format_results, save_results
 from dalip.eval.retrieval import recall_at_k, retrieval_recall
-from dalip.eval.run import EvalSetLike, Results, TaskLike, evaluate, evaluate_set
-from dalip.eval.streamed import StreamedImages
-from dalip.eval.zero_shot import balanced_accuracy, class_embeddings, per_class_recall, topk_accuracy, zero_shot_accuracy, zero_shot_classifier
+from dalip.eval.zero_shot import (
+    balanced_accuracy,
+    class_embeddings,
+    per_class_recall,
+    topk_accuracy,
+    zero_shot_accuracy,
+    zero_shot_classifier,
+)
 
 __all__ = [
     "EvalSetLike",

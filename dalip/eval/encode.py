@@ -17,11 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from dalip.errors import NonFiniteEmbeddingError
+
 __all__ = [
     "EMBEDDINGS",
     "ImageTransform",
     "Images",
-    "NonFiniteEmbeddingError",
     "default_embeddings",
     "default_image_transform",
     "encode_images",
@@ -80,10 +81,6 @@ def check_embeddings(model: nn.Module, embeddings: Sequence[str]) -> tuple[str, 
     if not supports_embedding(model) and embeddings != ("first",):
         raise ValueError(f"a plain open_clip model has only the 'first' embedding, asked for {embeddings}")
     return embeddings
-
-
-class NonFiniteEmbeddingError(ValueError):
-    """Encoded features contain NaN or Inf; raised instead of scoring them (the message names the embedding)."""
 
 
 # ----------------------------------------------------------------------- images
@@ -222,8 +219,8 @@ def encode_images(
     ``batch_size`` do not apply to them); afterwards their ``kept`` says which
     images were readable (the rows of the result).
     """
-    from dalip.eval.preprocess import model_transform
-    from dalip.eval.streamed import StreamedImages
+    from dalip.data.streamed import StreamedImages
+    from dalip.data.transforms import model_transform
 
     if isinstance(images, StreamedImages):
         batches = images.batches(images.transform or model_transform(model))

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_recall
 
-from dalip.models.dalip_model import fuse_orders
 from dalip.eval.encode import Images, ImageTransform, encode_images, encode_texts
+from dalip.models.dalip_model import fuse_orders
 
 __all__ = [
     "balanced_accuracy",

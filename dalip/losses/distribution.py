@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dalip.pooling.functional import autocast_off
 from dalip.losses.base import AlignmentLoss, Order, Outputs, PairLoss
 from dalip.losses.factory import create_loss, register_loss
+from dalip.pooling.functional import autocast_off
 
 __all__ = [
     "CauchySchwarzLoss", "CombinedLoss", "CoralLoss", "DistributionLoss", "TermSpec",

@@ -8,11 +8,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LoadReport", "PretrainedMismatchError", "load_checkpoint", "read_state_dict"]
+from dalip.errors import PretrainedMismatchError
 
-
-class PretrainedMismatchError(ValueError):
-    """A pretrained checkpoint that does not fit the model's towers (``strict`` loading)."""
+__all__ = ["LoadReport", "load_checkpoint", "read_state_dict"]
 
 
 @dataclass

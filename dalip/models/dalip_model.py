@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dalip.models.heads import PooledHead
-from dalip.models.tokens import TowerOutput, extract_image_tokens, extract_text_tokens, image_tower_kind, text_tower_kind
+from dalip.models.tokens import (
+    TowerOutput,
+    extract_image_tokens,
+    extract_text_tokens,
+    image_tower_kind,
+    text_tower_kind,
+)
 
 __all__ = ["DALIPModel", "Embedding", "fuse_orders"]
 

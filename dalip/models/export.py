@@ -33,7 +33,7 @@ from dalip.models.checkpoint import LoadReport
 from dalip.models.dalip_model import DALIPModel
 from dalip.models.factory import read_json
 
-__all__ = ["export_model", "export_run", "export_tokenizer", "load_export", "push_export"]
+__all__ = ["export_model", "export_tokenizer", "load_export", "push_export"]
 
 DALIP_CONFIG, DALIP_WEIGHTS = "dalip_config.json", "dalip_model.safetensors"
 OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS = "open_clip_config.json", "open_clip_model.safetensors"
@@ -177,26 +177,6 @@ def export_tokenizer(folder: str | Path) -> Any:
     if (folder / OPEN_CLIP_CONFIG).is_file():
         return open_clip.get_tokenizer(f"local-dir:{folder}")
     return tokenizer_from_config(data["model_cfg"])
-
-
-def export_run(
-    checkpoint: str | Path, output: str | Path, *, open_clip_files: bool = True, alpha: float | None = None
-) -> Path:
-    """`export_model` of a ``dalip train`` checkpoint (rebuilt with `dalip.train.run_loading.load_run`).
-
-    ``alpha`` (e.g. a weight chosen off a fusion curve) replaces the run's fusion weight
-    of the ``combined`` embedding, learned or not.
-    """
-    import dataclasses
-
-    from dalip.train.run_loading import load_run
-    from dalip.models.factory import get_tokenizer
-
-    model, config = load_run(checkpoint, [f"model.alpha={alpha}"] if alpha is not None else None)
-    return export_model(
-        model, dataclasses.asdict(config.model), output, tokenizer=get_tokenizer(config.model.name),
-        open_clip_files=open_clip_files, source=str(model.load_report.source),
-    )
 
 
 def push_export(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False,

@@ -10,10 +10,10 @@ from typing import Any, Mapping
 
 import torch
 
-from dalip.registry import UnknownComponentError
 from dalip.models.checkpoint import LoadReport, head_keys, load_checkpoint
 from dalip.models.configs import MODEL_CONFIGS, quiet_transformers
 from dalip.models.dalip_model import DALIPModel
+from dalip.registry import UnknownComponentError
 
 __all__ = ["create_model", "get_tokenizer", "is_dalip_export", "list_models", "open_clip_model_config", "read_model_config"]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from dalip.pooling import POOLERS, Pooler, create_pooler
 from dalip.models.tokens import TowerOutput
+from dalip.pooling import POOLERS, Pooler, create_pooler
 
 __all__ = ["PooledHead"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from dalip.registry import Registry
 from dalip.pooling.base import Pooler
+from dalip.registry import Registry
 
 __all__ = ["POOLERS", "create_pooler", "list_poolers", "register_pooler"]
 

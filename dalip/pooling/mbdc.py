@@ -13,7 +13,14 @@ from dalip.pooling.base import Pooler
 from dalip.pooling.bdc import BDCScale
 from dalip.pooling.factory import register_pooler
 from dalip.pooling.functional import autocast_available, autocast_off, bdc, triu_flatten, triu_index
-from dalip.pooling.layers import NormKind, TokenReduction, check_statistic_size, project_tokens, project_tokens_transposed, project_tokens_weight_grad
+from dalip.pooling.layers import (
+    NormKind,
+    TokenReduction,
+    check_statistic_size,
+    project_tokens,
+    project_tokens_transposed,
+    project_tokens_weight_grad,
+)
 
 __all__ = ["MBDC", "ReduceWithGuideCosine", "guide_softmax", "guide_weighted_projection"]
 

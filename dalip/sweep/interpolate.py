@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dalip.train.config import ConfigError, TrainConfig, config_from_dict
+from dalip.errors import ConfigError
+from dalip.runs.config import TrainConfig, config_from_dict
 from dalip.sweep.aggregate import collect, summarise, write_tables
 from dalip.sweep.plots import headline_embedding, plot_tradeoff
 
@@ -36,7 +37,7 @@ INIT = "init"
 
 def initial_state(config: TrainConfig) -> dict[str, Tensor]:
     """The step-0 weights of a run of `config` (same seed and construction as ``train``)."""
-    from dalip.train import build_model
+    from dalip.runs import build_model
 
     torch.manual_seed(config.run.seed)
     return {k: v.detach().clone() for k, v in build_model(config).state_dict().items()}
@@ -118,10 +119,10 @@ def interpolate_and_evaluate(
         ValueError: a ratio outside [0, 1].
     """
     from dalip.models import get_tokenizer
-    from dalip.train import build_model
-    from dalip.train.checkpoint import load_training_checkpoint
-    from dalip.train.data_loading import build_eval_sets
-    from dalip.train.evaluate import evaluate_run, zero_shot_sets
+    from dalip.runs import build_model
+    from dalip.runs.checkpoint import load_training_checkpoint
+    from dalip.runs.data import run_eval_sets, zero_shot_sets
+    from dalip.runs.evaluate import evaluate_run
 
     bad = [t for t in ratios if not 0.0 <= t <= 1.0]
     if bad:
@@ -135,7 +136,7 @@ def interpolate_and_evaluate(
     if filled:
         print(f"{len(filled)} tensors absent from {start} start from the end run's step-0 weights: {filled[:4]} ...")
     model = build_model(config, load_weights=False)  # every weight comes from the blend
-    tokenizer, eval_sets = get_tokenizer(config.model.name), build_eval_sets(config, model)
+    tokenizer, eval_sets = get_tokenizer(config.model.name), run_eval_sets(config, model)
     names = [*eval_sets, *zero_shot_sets(config)]
     unknown = [s for s in (domain, general) if s is not None and s not in names]
     if unknown:  # before any evaluation, not after all of them

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from dalip.train.config import ConfigError, TrainConfig, config_to_dict, save_config
+from dalip.errors import ConfigError
+from dalip.runs.config import TrainConfig, config_to_dict, save_config
 from dalip.sweep.spec import SMOKE_OVERRIDES, SweepSpec
 
 if TYPE_CHECKING:

@@ -26,7 +26,8 @@ from typing import Any
 
 import yaml
 
-from dalip.train.config import ConfigError, TrainConfig, load_config, read_yaml_file
+from dalip.errors import ConfigError
+from dalip.runs.config import TrainConfig, load_config, read_yaml_file
 
 __all__ = ["SMOKE_OVERRIDES", "SweepSpec", "load_sweep", "run_overrides"]
 

@@ -47,9 +47,10 @@ from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
+from dalip.errors import ConfigError
 from dalip.models import DALIPModel
 from dalip.models.tokens import TowerOutput
-from dalip.train.config import ConfigError, TrainConfig, config_to_dict
+from dalip.runs.config import TrainConfig, config_to_dict
 
 __all__ = [
     "CachedTowersForward", "FrozenCachePool", "FrozenTowerCache", "KeyedBatch", "KeyedSamples", "TowerStore",
@@ -287,9 +288,9 @@ def caption_variants(dataset: Dataset, index: int) -> list[str] | None:
     a ``ConcatDataset``). Otherwise (a CSV's fixed caption, an unknown dataset) the
     build pass's caption is cached and any other one is encoded on first use.
     """
-    from dalip.data.captions import CAPTION_TEMPLATES
-    from dalip.data.labelled_dataset import LabelledCaptions
-    from dalip.data.twemoji_dataset import TwemojiCaptions
+    from dalip.data.kinds.folder import LabelledCaptions
+    from dalip.data.twemoji.captions import CAPTION_TEMPLATES
+    from dalip.data.twemoji.dataset import TwemojiCaptions
 
     if isinstance(dataset, ConcatDataset):
         part = bisect.bisect_right(dataset.cumulative_sizes, index)

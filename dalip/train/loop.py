@@ -23,27 +23,27 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from dalip.errors import ConfigError, NonFiniteLossError, RunFolderError
 from dalip.models import get_tokenizer
 from dalip.pooling import value_checks
-from dalip.train.builders import autocast, build_loss, build_model, build_optimizer, build_scheduler, set_train_mode
-from dalip.train.checkpoint import capture_rng, list_checkpoints, load_training_checkpoint, restore_rng, save_training_checkpoint
-from dalip.train.config import ConfigError, TrainConfig, config_to_dict, save_config
-from dalip.train.data_loading import RunData, TrainBatches, build_data
+from dalip.runs.checkpoint import (
+    capture_rng,
+    list_checkpoints,
+    load_training_checkpoint,
+    restore_rng,
+    save_training_checkpoint,
+)
+from dalip.runs.config import TrainConfig, config_to_dict, save_config
+from dalip.runs.evaluate import evaluate_run
+from dalip.runs.folder import RunLock, check_resume_config, claim_run_folder
+from dalip.runs.model import build_model
+from dalip.train.batches import RunData, TrainBatches, build_data
+from dalip.train.builders import autocast, build_loss, build_optimizer, build_scheduler, set_train_mode
 from dalip.train.distributed import DistInfo, init_distributed
-from dalip.train.evaluate import evaluate_run, finish_run
 from dalip.train.frozen_cache import CachedTowersForward, FrozenCachePool, FrozenTowerCache
 from dalip.train.metrics_log import METRICS, MetricsLog, read_metrics
-from dalip.train.run_folder import RunFolderError, RunLock, check_resume_config, claim_run_folder
 
-__all__ = ["MicroBatches", "NonFiniteLossError", "Trainer", "build_model", "build_optimizer", "train"]
-
-
-class NonFiniteLossError(ValueError):
-    """Training diverged: a non-finite loss (or non-finite weights after a step).
-
-    The run stops at the next logging / checkpoint step without writing a
-    checkpoint or evaluating; the checkpoints written before stay as they were.
-    """
+__all__ = ["MicroBatches", "Trainer", "build_model", "build_optimizer", "train"]
 
 
 NOT_DIVERGED = torch.iinfo(torch.int64).max
@@ -138,7 +138,7 @@ class StepStats:
         return {"loss": self.loss.item() / n, **{f"loss/{k}": v.item() / n for k, v in self.parts.items()}}
 
 
-def _train_step(net, model, loss_fn, tokenizer, micro_iter, optimizer, scheduler, config, dist_info,
+def train_step(net, model, loss_fn, tokenizer, micro_iter, optimizer, scheduler, config, dist_info,
                 frozen: FrozenTowerCache | None = None) -> StepStats:
     """One optimizer step over ``accum_steps`` micro-batches (no host synchronisation).
 
@@ -319,7 +319,7 @@ class Trainer:
             with value_checks(config.run.value_checks):
                 while self.step < target:
                     set_train_mode(self.model, config)
-                    stats = _train_step(self.net, self.model, self.loss_fn, self.tokenizer, self.micro_batches,
+                    stats = train_step(self.net, self.model, self.loss_fn, self.tokenizer, self.micro_batches,
                                         self.optimizer, self.scheduler, config, self.dist, self.frozen)
                     window.add(stats)
                     self.step += 1
@@ -360,7 +360,7 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
     A folder that already holds a run is refused unless ``resume`` or ``overwrite``
     is given, and ``output/.lock`` keeps a second process from writing the same run
     (`dalip.train.run_folder`). A resumed run must keep every setting that alters
-    it (`dalip.train.run_folder.check_resume_config`).
+    it (`dalip.runs.folder.check_resume_config`).
 
     Args:
         config: the resolved config.
@@ -401,3 +401,12 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
     finally:
         if dist_info.is_main:
             lock.release()
+
+
+def finish_run(model: Any, tokenizer: Any, data: Any, config: TrainConfig, output: Path, metrics: list[dict]) -> dict:
+    """End of training: evaluate, write ``eval.json``, draw ``training.png``."""
+    from dalip.train.plots import plot_run
+
+    results = evaluate_run(model, tokenizer, data.eval_sets, config, output / "eval.json")
+    print(f"plot written to {plot_run(metrics, results, output / 'training.png')}")
+    return results

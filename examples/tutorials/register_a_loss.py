@@ -59,7 +59,7 @@ print(sorted(parts))  # ['cosine_gap', 'first', 'second']
 assert sorted(parts) == ["cosine_gap", "first", "second"]
 
 # --8<-- [start:config]
-from dalip.train import load_config
+from dalip.runs import load_config
 
 # a training config names it like any shipped loss (import your module first)
 assets = ROOT / "tests" / "assets"

@@ -10,7 +10,7 @@ Run: python examples/tutorials/train_tiny.py [OUTPUT]   (default: a temporary fo
 # --8<-- [start:config]
 from pathlib import Path
 
-from dalip.train import load_config
+from dalip.runs import load_config
 
 assets = Path(__file__).resolve().parents[2] / "tests" / "assets"  # the repository's test assets
 config = load_config(assets / "tiny-train.yaml", [  # `base: quickstart` + a 0.4 M-parameter model

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch.distributed as dist
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 from dalip._optional import require
 from dalip.data.batch import Sample, decode_image, report_bad_sample
-from dalip.data.datasets import DatasetSpec, register_dataset
+from dalip.data.sharding import consumer_info
+from dalip.data.spec import DatasetSpec, register_dataset
 
-__all__ = ["WdsSpec", "WebDatasetShards", "consumer_info", "expand_shards"]
+__all__ = ["WdsSpec", "WebDatasetShards", "expand_shards"]
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 TEXT_EXTS = ("txt",)
@@ -40,14 +40,6 @@ def expand_shards(pattern: str | Sequence[str]) -> list[str]:
     if not isinstance(pattern, str):
         return [s for p in pattern for s in expand_shards(p)]
     return list(require("webdataset.shardlists", "train", "webdataset shards").expand_urls(pattern))
-
-
-def consumer_info() -> tuple[int, int]:
-    """`(index, count)` of this reader among all ranks x DataLoader workers."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-    worker = get_worker_info()
-    wid, nworkers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
-    return rank * nworkers + wid, world * nworkers
 
 
 def _tar_samples(shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:

@@ -12,13 +12,14 @@ from pathlib import Path
 
 __all__ = ["COMMAND_MODULES", "FILE_OUTPUT_COMMANDS", "check_output", "main"]
 
-COMMAND_MODULES: list[str] = ["dalip.sweep.cli", "dalip.adapt.cli", "dalip.models.cli"]
+COMMAND_MODULES: list[str] = ["dalip.cli.sweep", "dalip.cli.adapt", "dalip.cli.export"]
 """Modules contributing sub-commands; each defines ``register(commands)`` adding its sub-parsers."""
 
 
 def _train(args: argparse.Namespace) -> int:
     from dalip._optional import require
-    from dalip.train import load_config, train
+    from dalip.runs import load_config
+    from dalip.train import train
 
     require("matplotlib.figure", "train", "dalip train (its training.png)")  # before the run, not after it
     output = Path(args.output)
@@ -36,7 +37,7 @@ def _per_set(values: list[str] | None, sources: list[str], flag: str) -> list[st
     if not values:
         return [None] * len(sources)
     if len(values) != len(sources):
-        from dalip.train.config import ConfigError
+        from dalip.errors import ConfigError
 
         raise ConfigError(f"{flag} given {len(values)} times for {len(sources)} --zero-shot sets (once per set, in order)")
     return list(values)
@@ -44,8 +45,8 @@ def _per_set(values: list[str] | None, sources: list[str], flag: str) -> list[st
 
 def _zero_shot_sets(args: argparse.Namespace) -> dict:
     """``{name: ZeroShotSet}`` of the ``--zero-shot`` sources; bad input is a `ConfigError` (exit 2)."""
+    from dalip.errors import ConfigError
     from dalip.eval import zero_shot_eval_set
-    from dalip.train.config import ConfigError
 
     sets: dict = {}
     classnames = _per_set(args.classnames, args.zero_shot, "--classnames")
@@ -66,8 +67,8 @@ def _zero_shot_sets(args: argparse.Namespace) -> dict:
 def _eval_pretrained(args: argparse.Namespace, sets: dict) -> None:
     """``--model NAME [--pretrained TAG]``: the open_clip model unchanged (plain CLIP, first embedding)."""
     from dalip import create_model, get_tokenizer
+    from dalip.errors import ConfigError
     from dalip.eval import evaluate, format_results, save_results
-    from dalip.train.config import ConfigError
 
     try:
         model = create_model(args.model, pretrained=args.pretrained, second_order=None)
@@ -81,8 +82,8 @@ def _eval_pretrained(args: argparse.Namespace, sets: dict) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from dalip.train.config import ConfigError
-    from dalip.train.evaluate import evaluate_checkpoint
+    from dalip.errors import ConfigError
+    from dalip.runs.evaluate import evaluate_checkpoint
 
     if (args.checkpoint is None) == (args.model is None):
         raise ConfigError("give either --checkpoint (a dalip run) or --model (an open_clip model, unchanged)")
@@ -103,8 +104,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from dalip.demo import format_table, run_demo
+    from dalip.errors import ConfigError
     from dalip.pooling import POOLERS
-    from dalip.train.config import ConfigError
 
     if args.image_size < 32:  # EfficientNet-Lite0 downsamples 32x: smaller gives no token
         raise ConfigError(f"--image-size must be >= 32, got {args.image_size}")
@@ -178,9 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``dalip`` command line; returns the exit status (2 for a config or file error)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the CLI owns its process; data workers fork
-    from dalip.train.allocator import keep_freed_memory
+    from dalip.cli.allocator import keep_freed_memory
 
-    keep_freed_memory()  # large per-step tensors reuse heap memory instead of fresh mmaps (dalip.train.allocator)
+    keep_freed_memory()  # large per-step tensors reuse heap memory instead of fresh mmaps (dalip.cli.allocator)
     args = build_parser().parse_args(argv)
     try:
         check_output(args)
@@ -193,10 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     except (ValueError, OSError) as err:
+        from dalip.errors import ConfigError, CorruptCheckpointError, NonFiniteLossError
         from dalip.eval import NonFiniteEmbeddingError
-        from dalip.train.checkpoint import CorruptCheckpointError
-        from dalip.train.config import ConfigError
-        from dalip.train.loop import NonFiniteLossError
 
         user_errors = (ConfigError, FileNotFoundError, CorruptCheckpointError, NonFiniteLossError, NonFiniteEmbeddingError)
         # an OSError naming a file (permission denied, a file where a folder belongs) is the user's to fix too
@@ -216,7 +215,7 @@ def check_output(args: argparse.Namespace) -> None:
     Raises:
         ConfigError: the path, or a folder above it, is a file; or a file output is a folder.
     """
-    from dalip.train.config import ConfigError
+    from dalip.errors import ConfigError
 
     output = getattr(args, "output", None)
     if output is None:

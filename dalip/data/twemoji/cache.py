@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from dalip.data.twemoji.index import load_emoji_image, twemoji_index
 from dalip.io import atomic_write
-from dalip.data.twemoji import load_emoji_image, twemoji_index
 
 __all__ = ["TwemojiArrays", "default_cache_dir", "load_twemoji"]
 

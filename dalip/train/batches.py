@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
-from dalip.train.config import TrainConfig
+from dalip.runs.config import TrainConfig
+from dalip.runs.data import make_spec
 from dalip.train.distributed import DistInfo
 
 __all__ = ["RunData", "RunOrder", "SeededSamples", "TrainBatches", "build_data"]
@@ -159,36 +160,3 @@ def build_data(config: TrainConfig, dist: DistInfo, model: Any = None, keyed: bo
     return RunData(batches, dalip_data.build_eval_sets(spec), spec, train_set)
 
 
-def build_eval_sets(config: TrainConfig, model: Any = None) -> dict:
-    """The evaluation sets of ``config.data`` (subset name -> eval set)."""
-    from dalip import data as dalip_data
-
-    return dalip_data.build_eval_sets(make_spec(config, model))
-
-
-def eval_image_transform(config: TrainConfig, model: Any = None) -> Any:
-    """uint8 ``(N, H, W, 3)`` -> normalised float ``(N, 3, S, S)`` with the run's preprocessing."""
-    from functools import partial
-
-    from dalip.eval import to_float_images
-
-    size, mean, std = make_spec(config, model).preprocess
-    return partial(to_float_images, image_size=size, mean=mean, std=std)
-
-
-def make_spec(config: TrainConfig, model: Any = None) -> Any:
-    """The dataset spec of ``config.data.spec`` (a registered kind, see ``dalip.data.list_datasets``).
-
-    ``image_size`` / ``mean`` / ``std`` left unset come from ``model``'s open_clip preprocessing.
-
-    Raises:
-        ConfigError: unknown kind or option, bad value (the message names it).
-    """
-    from dalip import data as dalip_data
-    from dalip.train.config import ConfigError
-
-    try:
-        spec = dalip_data.create_dataset(dict(config.data.spec))
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"data.spec: {err}") from None
-    return spec.with_model_preprocess(model) if model is not None else spec

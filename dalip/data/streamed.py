@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from dalip.data.batch import decode_image
-from dalip.eval.preprocess import PilTransform
+from dalip.data.transforms import PilTransform
 
 __all__ = ["ImageFiles", "StreamedImages"]
 

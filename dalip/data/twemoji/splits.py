@@ -16,8 +16,8 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 
-from dalip.data.captions import category_phrase, subcategory_phrase, template_texts, words
-from dalip.data.twemoji import NATURE_SUBCATEGORIES
+from dalip.data.twemoji.captions import category_phrase, subcategory_phrase, template_texts, words
+from dalip.data.twemoji.index import NATURE_SUBCATEGORIES
 
 __all__ = ["DOMAIN_SUBCATEGORIES", "SUBSETS", "concept_split", "stable_fraction", "subset_of"]
 

@@ -8,30 +8,10 @@ from typing import Any
 
 from dalip.eval import ZeroShotSet, evaluate, format_results, save_results, zero_shot_eval_set
 from dalip.eval.fusion import format_fusion, plot_fusion
-from dalip.train.config import ConfigError, TrainConfig
+from dalip.errors import ConfigError
+from dalip.runs.config import TrainConfig
 
 __all__ = ["evaluate_checkpoint", "evaluate_run", "finish_run", "zero_shot_sets"]
-
-
-def zero_shot_sets(config: TrainConfig) -> dict[str, ZeroShotSet]:
-    """The labelled image sets of ``config.eval.zero_shot`` (decoded with the model's own transform).
-
-    Raises:
-        ConfigError: an entry's folder / CSV / classnames / templates is bad (the message names the file).
-    """
-    sets: dict[str, ZeroShotSet] = {}
-    for i, entry in enumerate(config.eval.zero_shot):
-        try:
-            found = zero_shot_eval_set(
-                entry["path"], entry.get("classnames"), entry.get("templates") or "openai_imagenet",
-                name=entry.get("name"), batch_size=config.eval.batch_size, workers=config.data.workers,
-                img_key=entry.get("img_key", "filepath"), label_key=entry.get("label_key", "label"),
-                separator=entry.get("separator"),
-            )
-        except (ValueError, FileNotFoundError) as err:
-            raise ConfigError(f"eval.zero_shot[{i}]: {err}") from None
-        sets[found.name] = found
-    return sets
 
 
 def _with_zero_shot(eval_sets: Mapping[str, Any], zero_shot: Mapping[str, ZeroShotSet]) -> dict:
@@ -56,7 +36,7 @@ def evaluate_run(
     With ``config.eval.fusion``, the fusion curve also goes to the JSON (``fusion@<a>``
     entries), a table and ``<json stem>_fusion.png`` (the training alpha marked).
     """
-    from dalip.train.data_loading import eval_image_transform
+    from dalip.runs.data import eval_image_transform
 
     eval_sets = _with_zero_shot(eval_sets, zero_shot_sets(config) if zero_shot is None else zero_shot)
     if not eval_sets:
@@ -79,15 +59,6 @@ def evaluate_run(
     return results
 
 
-def finish_run(model: Any, tokenizer: Any, data: Any, config: TrainConfig, output: Path, metrics: list[dict]) -> dict:
-    """End of training: evaluate, write ``eval.json``, draw ``training.png``."""
-    from dalip.train.plots import plot_run
-
-    results = evaluate_run(model, tokenizer, data.eval_sets, config, output / "eval.json")
-    print(f"plot written to {plot_run(metrics, results, output / 'training.png')}")
-    return results
-
-
 def evaluate_checkpoint(
     checkpoint: str | Path,
     output: str | Path | None = None,
@@ -107,9 +78,9 @@ def evaluate_checkpoint(
     ``fusion`` weights (``dalip eval --fusion``) replace ``eval.fusion`` of the run's config.
     """
     from dalip.models import get_tokenizer
-    from dalip.train.data_loading import build_eval_sets
-    from dalip.train.run_folder import unused_path
-    from dalip.train.run_loading import load_run
+    from dalip.runs.data import run_eval_sets
+    from dalip.runs.folder import unused_path
+    from dalip.runs.load import load_run
 
     checkpoint = Path(checkpoint)
     overrides = [*(overrides or []), *([f"eval.fusion={list(fusion)}"] if fusion is not None else [])]
@@ -117,9 +88,9 @@ def evaluate_checkpoint(
     tokenizer = get_tokenizer(config.model.name)
     if zero_shot is None:
         output = Path(output) if output else unused_path(checkpoint.parent / "eval.json")
-        return evaluate_run(model, tokenizer, build_eval_sets(config, model), config, output)
+        return evaluate_run(model, tokenizer, run_eval_sets(config, model), config, output)
     output = Path(output) if output else unused_path(checkpoint.parent / "zero_shot.json")
     if run_sets:
-        own = _with_zero_shot(build_eval_sets(config, model), zero_shot_sets(config))
+        own = _with_zero_shot(run_eval_sets(config, model), zero_shot_sets(config))
         return evaluate_run(model, tokenizer, own, config, output, zero_shot)
     return evaluate_run(model, tokenizer, {}, config, output, zero_shot)

@@ -27,10 +27,6 @@ __all__ = [
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-class ConfigError(ValueError):
-    """A malformed config: unknown key, wrong type, unknown component, bad value."""
-
-
 @dataclass
 class ModelConfig:
     """The model: an open_clip architecture or dalip config with DALIP heads."""

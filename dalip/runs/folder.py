@@ -26,7 +26,8 @@ from typing import Self
 
 import yaml
 
-from dalip.train.config import ConfigError, TrainConfig, config_from_dict, config_to_dict
+from dalip.errors import ConfigError
+from dalip.runs.config import TrainConfig, config_from_dict, config_to_dict
 
 __all__ = [
     "RESUME_MAY_CHANGE", "RUN_FILES", "RunFolderError", "RunLock", "check_resume_config", "claim_run_folder",
@@ -51,10 +52,6 @@ RESUME_MAY_CHANGE = (
 """Settings a resumed run may change: they do not alter what is trained (``optim.steps`` may
 extend or shorten the run, down to the checkpoint's step; the cosine schedule then follows
 the new length from the resumed step on). Any other difference is refused."""
-
-
-class RunFolderError(ConfigError):
-    """A run folder that cannot be used as asked (an existing run, another writer)."""
 
 
 def existing_run_files(folder: str | Path) -> list[str]:
@@ -190,7 +187,7 @@ def _may_change(key: str) -> bool:
 def check_resume_config(folder: str | Path, config: TrainConfig) -> None:
     """Compare the config of a resumed run with its saved ``config.yaml``; print the allowed changes.
 
-    Also sets aside corrupt checkpoints (`dalip.train.checkpoint.discard_corrupt_checkpoints`)
+    Also sets aside corrupt checkpoints (`dalip.runs.checkpoint.discard_corrupt_checkpoints`)
     to find the step the run resumes from.
 
     Raises:
@@ -198,7 +195,7 @@ def check_resume_config(folder: str | Path, config: TrainConfig) -> None:
             listed), or ``optim.steps`` is below the step of the checkpoint.
         CorruptCheckpointError: the folder has checkpoints, none intact.
     """
-    from dalip.train.checkpoint import _step_of, discard_corrupt_checkpoints
+    from dalip.runs.checkpoint import _step_of, discard_corrupt_checkpoints
 
     folder = Path(folder)
     saved_path = folder / "config.yaml"

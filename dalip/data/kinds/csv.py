@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from dalip.data.batch import Sample, decode_image
-from dalip.data.datasets import DatasetSpec, register_dataset
+from dalip.data.spec import DatasetSpec, register_dataset
 
 __all__ = ["CsvCaptions", "CsvSpec", "read_caption_csv", "utf8_error"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from dalip.models import DALIPModel, LoadReport
-from dalip.train.checkpoint import load_training_checkpoint
-from dalip.train.config import TrainConfig, config_from_dict, parse_overrides
+from dalip.runs.checkpoint import load_training_checkpoint
+from dalip.runs.config import TrainConfig, config_from_dict, parse_overrides
 
 __all__ = ["load_run"]
 
@@ -37,7 +37,7 @@ def load_run(checkpoint_path: str | Path, overrides: list[str] | None = None) ->
         FileNotFoundError: no checkpoint at the path.
         ValueError: not a dalip training checkpoint (``ConfigError`` for a bad stored config).
     """
-    from dalip.train.builders import build_model
+    from dalip.runs.model import build_model
 
     state = load_training_checkpoint(checkpoint_path)
     if "config" not in state:

@@ -16,7 +16,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from dalip.sweep.summary import summarise_sweep
 
     if args.seeds and min(args.seeds) < 0:
-        from dalip.train.config import ConfigError
+        from dalip.errors import ConfigError
 
         raise ConfigError(f"--seeds must be >= 0, got {' '.join(str(s) for s in args.seeds if s < 0)}")
     spec = load_sweep(args.sweep)

@@ -39,10 +39,6 @@ CHECKPOINT = "checkpoint.pt"
 _OLDER = re.compile(r"checkpoint-step(\d+)\.pt")
 
 
-class CorruptCheckpointError(ValueError):
-    """A checkpoint file that is unreadable or does not match its recorded checksum."""
-
-
 _fsync_dir = fsync_dir
 
 

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from dalip.eval.encode import Images, ImageTransform, NonFiniteEmbeddingError, check_embeddings, default_embeddings, encode_images, encode_texts
+from dalip.data.eval_sets import ZeroShotSet, zero_shot_eval_set
+from dalip.data.transforms import PilTransform
+from dalip.errors import NonFiniteEmbeddingError
+from dalip.eval.encode import (
+    Images,
+    ImageTransform,
+    check_embeddings,
+    default_embeddings,
+    encode_images,
+    encode_texts,
+)
 from dalip.eval.fusion import check_fusion_weights, fused_similarities, fusion_key
 from dalip.eval.retrieval import Captions, flatten_captions, recall_from_similarity
 from dalip.eval.zero_shot import check_labels, per_class_recall, prompts, topk_accuracy, zero_shot_classifiers
@@ -173,3 +184,42 @@ def evaluate(
         for e, metrics in per_embedding.items():
             results[e][subset] = metrics
     return results
+
+
+def evaluate_zero_shot(
+    model: nn.Module,
+    tokenizer: Callable[[list[str]], Tensor],
+    sources: str | os.PathLike[str] | ZeroShotSet | Sequence[str | os.PathLike[str] | ZeroShotSet],
+    classnames: str | os.PathLike[str] | None = None,
+    templates: str | os.PathLike[str] | Sequence[str] = "openai_imagenet",
+    embeddings: Sequence[str] | None = None,
+    transform: PilTransform | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    progress: bool = True,
+) -> Results:
+    """Zero-shot metrics of ``model`` on one or several labelled image folders / CSVs.
+
+    Paths become sets with `zero_shot_eval_set` (``classnames``, ``templates``,
+    ``transform`` apply to each; the model's own transform by default); ready
+    `ZeroShotSet`s are used as they are.
+
+    Returns:
+        ``{embedding: {set name: metrics}}`` (as `evaluate`) with ``zero_shot/top1``,
+        ``zero_shot/top5`` (5+ classes), ``zero_shot/balanced_accuracy``,
+        ``zero_shot/per_class_recall`` (``{classname: recall}``), ``zero_shot/num_classes``,
+        ``zero_shot/num_samples`` (images read), ``zero_shot/num_skipped`` (unreadable).
+    """
+    if isinstance(sources, (str, os.PathLike, ZeroShotSet)):
+        sources = [sources]
+    sets: dict[str, ZeroShotSet] = {}
+    for source in sources:
+        if not isinstance(source, ZeroShotSet):
+            source = zero_shot_eval_set(
+                source, classnames, templates, transform, batch_size=batch_size, workers=workers
+            )
+        if source.name in sets:
+            raise ValueError(f"two eval sets named {source.name!r} ({sets[source.name].source}, {source.source}); "
+                             "pass ZeroShotSets with distinct names")
+        sets[source.name] = source
+    return evaluate(model, tokenizer, sets, embeddings, batch_size=batch_size, progress=progress)

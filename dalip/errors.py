@@ -1,0 +1,31 @@
+"""The error types shared across dalip's layers: every one a user can cause and fix (the CLI prints it as one line, exit 2)."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A malformed config: unknown key, wrong type, unknown component, bad value."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that is unreadable or does not match its recorded checksum."""
+
+
+class RunFolderError(ConfigError):
+    """A run folder that cannot be used as asked (an existing run, another writer)."""
+
+
+class NonFiniteLossError(ValueError):
+    """Training diverged: a non-finite loss (or non-finite weights after a step).
+
+    The run stops at the next logging / checkpoint step without writing a
+    checkpoint or evaluating; the checkpoints written before stay as they were.
+    """
+
+
+class NonFiniteEmbeddingError(ValueError):
+    """Encoded features contain NaN or Inf; raised instead of scoring them (the message names the embedding)."""
+
+
+class PretrainedMismatchError(ValueError):
+    """A pretrained checkpoint that does not fit the model's towers (``strict`` loading)."""
