@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from dalip._markdown import markdown_table
 from dalip.data.transforms import image_transform
 from dalip.data.twemoji.index import NATURE_SUBCATEGORIES, load_emoji_image, twemoji_index
+from dalip.models.pretrained import load_efficientnet_lite0
 from dalip.pooling import create_pooler, list_poolers
 
 __all__ = ["DemoRow", "extract_tokens", "nearest_neighbour_accuracy", "run_demo"]
@@ -45,7 +46,6 @@ def extract_tokens(images: np.ndarray, image_size: int = 224, batch_size: int = 
     """
     import timm
 
-    from dalip.models.pretrained import load_efficientnet_lite0
 
     trunk = load_efficientnet_lite0(timm.create_model("tf_efficientnet_lite0", num_classes=0)).eval()
     to_float = image_transform(image_size, mean=trunk.pretrained_cfg["mean"], std=trunk.pretrained_cfg["std"])

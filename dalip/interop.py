@@ -39,6 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from dalip.models.dalip_model import DALIPModel, Embedding
+from dalip.models.factory import create_model, get_tokenizer
+from dalip.runs.load import load_run
 
 __all__ = ["BenchmarkModel", "eval_transform", "load_for_benchmark"]
 
@@ -103,10 +105,8 @@ def load_for_benchmark(
         the model (eval mode) with one-tensor ``encode_image`` / ``encode_text``, open_clip's
         eval transform for its preprocess cfg, and its tokenizer.
     """
-    from dalip.models.factory import create_model, get_tokenizer
 
     if _is_run_checkpoint(model_name):
-        from dalip.runs.load import load_run
 
         model, config = load_run(model_name)
         tokenizer = get_tokenizer(config.model.name)

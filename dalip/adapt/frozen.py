@@ -8,6 +8,10 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
+from dalip.models import get_tokenizer
+from dalip.runs import build_model, load_config, load_run
+from dalip.runs.data import make_spec
+
 __all__ = ["FrozenModel", "freeze", "load_frozen_model"]
 
 
@@ -40,9 +44,6 @@ def load_frozen_model(config: str | Path = "quickstart", checkpoint: str | Path 
     embeddings are random projections of the tokens. A ``checkpoint.pt`` from
     ``dalip train`` restores the trained heads and projection.
     """
-    from dalip.models import get_tokenizer
-    from dalip.runs import build_model, load_config, load_run
-    from dalip.runs.data import make_spec
 
     if checkpoint is not None:
         model, cfg = load_run(checkpoint)

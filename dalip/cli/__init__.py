@@ -10,6 +10,17 @@ import os
 import sys
 from pathlib import Path
 
+from dalip.models import create_model, get_tokenizer
+from dalip._optional import MissingExtraError, require
+from dalip.cli.allocator import keep_freed_memory
+from dalip.demo import format_table, run_demo
+from dalip.errors import ConfigError, CorruptCheckpointError, NonFiniteLossError
+from dalip.eval import NonFiniteEmbeddingError, evaluate, format_results, save_results, zero_shot_eval_set
+from dalip.pooling import POOLERS
+from dalip.runs import load_config
+from dalip.runs.evaluate import evaluate_checkpoint
+from dalip.train import train
+
 __all__ = ["COMMAND_MODULES", "FILE_OUTPUT_COMMANDS", "check_output", "main"]
 
 COMMAND_MODULES: list[str] = ["dalip.cli.sweep", "dalip.cli.adapt", "dalip.cli.export"]
@@ -17,9 +28,6 @@ COMMAND_MODULES: list[str] = ["dalip.cli.sweep", "dalip.cli.adapt", "dalip.cli.e
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dalip._optional import require
-    from dalip.runs import load_config
-    from dalip.train import train
 
     require("matplotlib.figure", "train", "dalip train (its training.png)")  # before the run, not after it
     output = Path(args.output)
@@ -37,7 +45,6 @@ def _per_set(values: list[str] | None, sources: list[str], flag: str) -> list[st
     if not values:
         return [None] * len(sources)
     if len(values) != len(sources):
-        from dalip.errors import ConfigError
 
         raise ConfigError(f"{flag} given {len(values)} times for {len(sources)} --zero-shot sets (once per set, in order)")
     return list(values)
@@ -45,8 +52,6 @@ def _per_set(values: list[str] | None, sources: list[str], flag: str) -> list[st
 
 def _zero_shot_sets(args: argparse.Namespace) -> dict:
     """``{name: ZeroShotSet}`` of the ``--zero-shot`` sources; bad input is a `ConfigError` (exit 2)."""
-    from dalip.errors import ConfigError
-    from dalip.eval import zero_shot_eval_set
 
     sets: dict = {}
     classnames = _per_set(args.classnames, args.zero_shot, "--classnames")
@@ -66,9 +71,6 @@ def _zero_shot_sets(args: argparse.Namespace) -> dict:
 
 def _eval_pretrained(args: argparse.Namespace, sets: dict) -> None:
     """``--model NAME [--pretrained TAG]``: the open_clip model unchanged (plain CLIP, first embedding)."""
-    from dalip import create_model, get_tokenizer
-    from dalip.errors import ConfigError
-    from dalip.eval import evaluate, format_results, save_results
 
     try:
         model = create_model(args.model, pretrained=args.pretrained, second_order=None)
@@ -82,8 +84,6 @@ def _eval_pretrained(args: argparse.Namespace, sets: dict) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from dalip.errors import ConfigError
-    from dalip.runs.evaluate import evaluate_checkpoint
 
     if (args.checkpoint is None) == (args.model is None):
         raise ConfigError("give either --checkpoint (a dalip run) or --model (an open_clip model, unchanged)")
@@ -103,9 +103,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from dalip.demo import format_table, run_demo
-    from dalip.errors import ConfigError
-    from dalip.pooling import POOLERS
 
     if args.image_size < 32:  # EfficientNet-Lite0 downsamples 32x: smaller gives no token
         raise ConfigError(f"--image-size must be >= 32, got {args.image_size}")
@@ -179,7 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``dalip`` command line; returns the exit status (2 for a config or file error)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the CLI owns its process; data workers fork
-    from dalip.cli.allocator import keep_freed_memory
 
     keep_freed_memory()  # large per-step tensors reuse heap memory instead of fresh mmaps (dalip.cli.allocator)
     args = build_parser().parse_args(argv)
@@ -187,15 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         check_output(args)
         return args.run(args)
     except ImportError as err:
-        from dalip._optional import MissingExtraError
 
         if isinstance(err, MissingExtraError):  # an extra to install: the message says which
             print(f"dalip {args.command}: error: {err}", file=sys.stderr)
             return 2
         raise
     except (ValueError, OSError) as err:
-        from dalip.errors import ConfigError, CorruptCheckpointError, NonFiniteLossError
-        from dalip.eval import NonFiniteEmbeddingError
 
         user_errors = (ConfigError, FileNotFoundError, CorruptCheckpointError, NonFiniteLossError, NonFiniteEmbeddingError)
         # an OSError naming a file (permission denied, a file where a folder belongs) is the user's to fix too
@@ -215,7 +208,6 @@ def check_output(args: argparse.Namespace) -> None:
     Raises:
         ConfigError: the path, or a folder above it, is a file; or a file output is a folder.
     """
-    from dalip.errors import ConfigError
 
     output = getattr(args, "output", None)
     if output is None:

@@ -10,6 +10,13 @@ import shlex
 import sys
 from typing import Any
 
+from dalip.adapt.frozen import load_frozen_model
+from dalip.adapt.harness import default_methods
+from dalip.adapt.run import benchmark
+from dalip.adapt.tasks import csv_task, twemoji_domain_task
+from dalip.errors import ConfigError
+from dalip.eval.encode import default_embeddings
+
 __all__ = ["register", "run_adapt"]
 
 SMOKE = {"shots": [1, 2], "seeds": [0], "views": 1, "steps": 20}
@@ -52,7 +59,6 @@ def check_args(args: argparse.Namespace) -> None:
         ConfigError: non-positive shots / views / steps / threads, a negative seed, a test
             fraction outside (0, 1), ``--dataset csv`` without ``--csv``.
     """
-    from dalip.errors import ConfigError
 
     for flag, values, low in (("--shots", args.shots, 1), ("--seeds", args.seeds, 0), ("--views", [args.views], 1),
                               ("--steps", [args.steps], 1), ("--threads", [args.threads or 1], 1)):
@@ -67,12 +73,6 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run_adapt(args: argparse.Namespace) -> int:
     """Run the benchmark described by the parsed ``dalip adapt`` arguments."""
-    from dalip.adapt.frozen import load_frozen_model
-    from dalip.adapt.harness import default_methods
-    from dalip.adapt.run import benchmark
-    from dalip.adapt.tasks import csv_task, twemoji_domain_task
-    from dalip.errors import ConfigError
-    from dalip.eval.encode import default_embeddings
 
     if args.smoke:
         args.shots, args.seeds, args.views, args.steps = SMOKE["shots"], SMOKE["seeds"], SMOKE["views"], SMOKE["steps"]

@@ -7,16 +7,18 @@ import shlex
 import sys
 from pathlib import Path
 
+from dalip.errors import ConfigError
+from dalip.sweep.interpolate import interpolate_and_evaluate
+from dalip.sweep.runner import plan_runs, run_sweep
+from dalip.sweep.spec import load_sweep
+from dalip.sweep.summary import summarise_sweep
+
 __all__ = ["register"]
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from dalip.sweep.runner import plan_runs, run_sweep
-    from dalip.sweep.spec import load_sweep
-    from dalip.sweep.summary import summarise_sweep
 
     if args.seeds and min(args.seeds) < 0:
-        from dalip.errors import ConfigError
 
         raise ConfigError(f"--seeds must be >= 0, got {' '.join(str(s) for s in args.seeds if s < 0)}")
     spec = load_sweep(args.sweep)
@@ -36,7 +38,6 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _interpolate(args: argparse.Namespace) -> int:
-    from dalip.sweep.interpolate import interpolate_and_evaluate
 
     interpolate_and_evaluate(args.start, args.end, args.ratios, Path(args.output), args.overrides,
                              metric=args.metric, domain=args.domain, general=args.general)

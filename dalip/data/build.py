@@ -14,6 +14,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from dalip.data.batch import Sample
 from dalip.data.eval_sets import EvalSet
+from dalip.data.mixing import MapAsIterable, MixedDataset, MixedIterableDataset
 from dalip.data.spec import DatasetSpec, create_dataset
 
 __all__ = ["build_eval_sets", "build_train_dataset", "caption_eval_set", "source_kind", "source_spec"]
@@ -51,11 +52,6 @@ def build_train_dataset(spec: DatasetSpec) -> Dataset | IterableDataset:
     CSV, folders, their mixes) want ``shuffle=True``; iterable ones (shards or any
     mix with shards) shuffle themselves. Call ``set_epoch(epoch)`` where present.
     """
-    from dalip.data.mixing import (  # mixing imports wds, a kind
-        MapAsIterable,
-        MixedDataset,
-        MixedIterableDataset,
-    )
 
     if spec.domain_fraction is None:
         return spec.source()

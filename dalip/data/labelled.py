@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dalip.data.text import utf8_error
+
 __all__ = [
     "TEMPLATE_SETS",
     "LabelledImages",
@@ -143,7 +145,6 @@ def read_labelled_csv(
                                  f"(set img_key / label_key, or the separator)")
             rows = [(row[img_key], (row[label_key] or "").strip()) for row in reader]
         except UnicodeDecodeError as err:
-            from dalip.data.kinds.csv import utf8_error
 
             raise utf8_error(path, err, "labelled CSV") from None
     if not rows:

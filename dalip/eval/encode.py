@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from dalip.data.streamed import StreamedImages
+from dalip.data.transforms import image_transform, model_transform
 from dalip.errors import NonFiniteEmbeddingError
 
 __all__ = [
@@ -96,7 +98,6 @@ def to_float_images(
     antialiased bicubic resize as the training data, when ``image_size`` is given
     and differs), then ``(x / 255 - mean) / std`` (scalars or per-channel triples).
     """
-    from dalip.data.transforms import image_transform
 
     x = torch.as_tensor(np.asarray(images)) if not isinstance(images, Tensor) else images
     if x.ndim != 4 or x.shape[-1] != 3:
@@ -219,8 +220,6 @@ def encode_images(
     ``batch_size`` do not apply to them); afterwards their ``kept`` says which
     images were readable (the rows of the result).
     """
-    from dalip.data.streamed import StreamedImages
-    from dalip.data.transforms import model_transform
 
     if isinstance(images, StreamedImages):
         batches = images.batches(images.transform or model_transform(model))

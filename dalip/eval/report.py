@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dalip._markdown import markdown_table
+from dalip.eval.fusion import without_fusion
 from dalip.io import atomic_write_text
 
 __all__ = ["format_results", "save_results"]
@@ -35,7 +36,6 @@ def format_results(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> st
     Cells are percentages with the chance level in parentheses, e.g. ``51.2 (2.5)``;
     ``-`` where a subset lacks the metric.
     """
-    from dalip.eval.fusion import without_fusion  # the fusion curve has its own table (format_fusion)
 
     rows = [(e, subset, m) for e, subsets in without_fusion(results).items() for subset, m in subsets.items()]
     columns = list(dict.fromkeys(k for *_, m in rows for k in m if _MAIN.search(k)))

@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from dalip._optional import require
+from dalip.models.pretrained import load_efficientnet_lite0
 from dalip.registry import Registry
 
 __all__ = ["MINILM_HUB_ID", "MODEL_CONFIGS", "NamedModel", "minilm_path", "portable_model_config", "quiet_transformers"]
@@ -78,7 +79,6 @@ def _effl0_minilm(pretrained: bool) -> dict[str, Any]:
 
 
 def _load_effnet(model: nn.Module) -> None:
-    from dalip.models.pretrained import load_efficientnet_lite0
 
     load_efficientnet_lite0(model.visual.trunk)
 

@@ -30,8 +30,15 @@ from typing import Any
 
 from dalip.io import atomic_write_text
 from dalip.models.checkpoint import LoadReport
+from dalip.models.configs import MODEL_CONFIGS, portable_model_config
 from dalip.models.dalip_model import DALIPModel
-from dalip.models.factory import read_json
+from dalip.models.factory import (
+    create_model,
+    get_tokenizer,
+    open_clip_model_config,
+    read_json,
+    tokenizer_from_config,
+)
 
 __all__ = ["export_model", "export_tokenizer", "load_export", "push_export"]
 
@@ -79,8 +86,6 @@ def export_model(
     """
     import open_clip
 
-    from dalip.models.configs import portable_model_config
-    from dalip.models.factory import open_clip_model_config
 
     poolers = {t: f for t, f in model.first_order.items() if f not in ("tower", None)}
     if open_clip_files and poolers:
@@ -127,7 +132,6 @@ def _rebuildable_by_name(name: str) -> bool:
     """dalip configs and open_clip's built-in architectures are rebuilt by name (local paths resolve here)."""
     import open_clip
 
-    from dalip.models.configs import MODEL_CONFIGS
 
     return name in MODEL_CONFIGS or name in open_clip.list_models()
 
@@ -145,7 +149,6 @@ def load_export(folder: str | Path) -> DALIPModel:
     import open_clip
     from safetensors.torch import load_file
 
-    from dalip.models.factory import create_model
 
     folder, data = _read_export(folder)
     weights = folder / DALIP_WEIGHTS
@@ -168,7 +171,6 @@ def export_tokenizer(folder: str | Path) -> Any:
     """The tokenizer of an export: by the stored model name, else the folder's open_clip files."""
     import open_clip
 
-    from dalip.models.factory import get_tokenizer, tokenizer_from_config
 
     folder, data = _read_export(folder)
     name = data["model"]["name"]

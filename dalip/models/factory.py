@@ -216,7 +216,7 @@ def create_model(
 
     name = model_name_or_config
     if is_dalip_export(name):
-        from dalip.models.export import load_export
+        from dalip.models.export import load_export  # TEMP: cycle, removed by the dispatcher
 
         return load_export(name[len("local-dir:"):])
     if isinstance(name, (str, Path)) and str(name).endswith(".json"):
@@ -287,7 +287,7 @@ def get_tokenizer(model_name: str, cache_dir: str | None = None, **kwargs: Any) 
     import open_clip
 
     if is_dalip_export(model_name):
-        from dalip.models.export import export_tokenizer
+        from dalip.models.export import export_tokenizer  # TEMP
 
         return export_tokenizer(model_name[len("local-dir:"):])
     if model_name in MODEL_CONFIGS:

@@ -27,10 +27,11 @@ from typing import Any
 
 import torch
 
+from dalip.errors import CorruptCheckpointError
 from dalip.io import atomic_write, atomic_write_text, fsync_dir, write_synced
 
 __all__ = [
-    "CHECKPOINT", "CorruptCheckpointError", "atomic_save", "capture_rng", "discard_corrupt_checkpoints",
+    "CHECKPOINT", "atomic_save", "capture_rng", "discard_corrupt_checkpoints",
     "list_checkpoints", "load_training_checkpoint", "restore_rng", "save_training_checkpoint",
 ]
 

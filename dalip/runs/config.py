@@ -19,8 +19,19 @@ from typing import Any
 
 import yaml
 
-__all__ = [
-    "ConfigError", "DataConfig", "EvalConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig",
+from dalip.data import create_dataset
+from dalip.data.labelled import TEMPLATE_SETS
+from dalip.errors import ConfigError
+from dalip.eval.encode import EMBEDDINGS
+from dalip.eval.fusion import check_fusion_weights
+from dalip.io import atomic_write_text
+from dalip.losses import LOSSES
+from dalip.models import list_models
+from dalip.models.dalip_model import _per_tower
+from dalip.models.factory import CHECKPOINT_SUFFIXES, check_pretrained_tag
+from dalip.pooling import POOLERS
+
+__all__ = [ "DataConfig", "EvalConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig",
     "TrainConfig", "config_from_dict", "config_to_dict", "list_configs", "load_config",
 ]
 
@@ -309,10 +320,6 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | N
 
 def validate(config: TrainConfig) -> None:
     """Check component names and value ranges against the registries."""
-    from dalip.losses import LOSSES
-    from dalip.models import list_models
-    from dalip.models.factory import CHECKPOINT_SUFFIXES, check_pretrained_tag
-    from dalip.pooling import POOLERS
 
     m = config.model
     schema = m.name.partition(":")[0] if m.name.startswith(("hf-hub:", "local-dir:")) else None
@@ -341,7 +348,6 @@ def validate(config: TrainConfig) -> None:
     _validate_optim(config.optim)
     _validate_embeddings(config)
     try:  # the dataset kind and its options (no file is read here)
-        from dalip.data import create_dataset
 
         create_dataset(dict(config.data.spec))
     except (TypeError, ValueError) as err:
@@ -380,7 +386,6 @@ def _validate_fusion(config: TrainConfig) -> None:
     """``eval.fusion``: weights in [0, 1], for a model with second-order heads."""
     if config.eval.fusion is None:
         return
-    from dalip.eval.fusion import check_fusion_weights
 
     try:
         check_fusion_weights(config.eval.fusion)
@@ -395,7 +400,6 @@ def _validate_cache_frozen(config: TrainConfig) -> None:
     m = config.model
     if not m.cache_frozen:
         return
-    from dalip.data import create_dataset
 
     spec = create_dataset(dict(config.data.spec))  # checked above
     towers = (("image", m.lock_image, "unlocked_image_groups", m.unlocked_image_groups),
@@ -438,8 +442,6 @@ def _validate_second_options(m: ModelConfig) -> None:
     ones belonged to the old pooler), so a pooler that does not take them is an error that
     says how to clear them.
     """
-    from dalip.models.dalip_model import _per_tower
-    from dalip.pooling import POOLERS
 
     try:
         poolers, options = _per_tower(m.second_order, "second_order"), _per_tower(m.second_options, "second_options")
@@ -463,7 +465,6 @@ def _validate_second_options(m: ModelConfig) -> None:
 
 def _validate_embeddings(config: TrainConfig) -> None:
     """``eval.embeddings``: known names; second / combined need a second-order head."""
-    from dalip.eval.encode import EMBEDDINGS
 
     embeddings = config.eval.embeddings
     if embeddings is None:
@@ -484,7 +485,6 @@ ZERO_SHOT_KEYS = ("name", "path", "classnames", "templates", "img_key", "label_k
 
 def validate_zero_shot(entries: list) -> None:
     """``eval.zero_shot``: mappings with an existing ``path``, known keys, unique names."""
-    from dalip.data.labelled import TEMPLATE_SETS
 
     names: dict[str, int] = {}
     for i, entry in enumerate(entries):
@@ -518,6 +518,5 @@ def config_to_dict(config: TrainConfig) -> dict:
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the fully resolved config as YAML (atomically: a kill never leaves a torn ``config.yaml``)."""
-    from dalip.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

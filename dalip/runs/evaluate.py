@@ -6,12 +6,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dalip.eval import ZeroShotSet, evaluate, format_results, save_results, zero_shot_eval_set
-from dalip.eval.fusion import format_fusion, plot_fusion
 from dalip.errors import ConfigError
+from dalip.eval import ZeroShotSet, evaluate, format_results, save_results
+from dalip.eval.fusion import format_fusion, plot_fusion
+from dalip.models import get_tokenizer
 from dalip.runs.config import TrainConfig
+from dalip.runs.data import eval_image_transform, run_eval_sets, zero_shot_sets
+from dalip.runs.folder import unused_path
+from dalip.runs.load import load_run
 
-__all__ = ["evaluate_checkpoint", "evaluate_run", "finish_run", "zero_shot_sets"]
+__all__ = ["evaluate_checkpoint", "evaluate_run"]
 
 
 def _with_zero_shot(eval_sets: Mapping[str, Any], zero_shot: Mapping[str, ZeroShotSet]) -> dict:
@@ -36,7 +40,6 @@ def evaluate_run(
     With ``config.eval.fusion``, the fusion curve also goes to the JSON (``fusion@<a>``
     entries), a table and ``<json stem>_fusion.png`` (the training alpha marked).
     """
-    from dalip.runs.data import eval_image_transform
 
     eval_sets = _with_zero_shot(eval_sets, zero_shot_sets(config) if zero_shot is None else zero_shot)
     if not eval_sets:
@@ -77,10 +80,6 @@ def evaluate_checkpoint(
     replaces earlier results (an explicit ``output`` is written as given).
     ``fusion`` weights (``dalip eval --fusion``) replace ``eval.fusion`` of the run's config.
     """
-    from dalip.models import get_tokenizer
-    from dalip.runs.data import run_eval_sets
-    from dalip.runs.folder import unused_path
-    from dalip.runs.load import load_run
 
     checkpoint = Path(checkpoint)
     overrides = [*(overrides or []), *([f"eval.fusion={list(fusion)}"] if fusion is not None else [])]

@@ -26,11 +26,12 @@ from typing import Self
 
 import yaml
 
-from dalip.errors import ConfigError
+from dalip.errors import ConfigError, RunFolderError
+from dalip.runs.checkpoint import _step_of, discard_corrupt_checkpoints
 from dalip.runs.config import TrainConfig, config_from_dict, config_to_dict
 
 __all__ = [
-    "RESUME_MAY_CHANGE", "RUN_FILES", "RunFolderError", "RunLock", "check_resume_config", "claim_run_folder",
+    "RESUME_MAY_CHANGE", "RUN_FILES", "RunLock", "check_resume_config", "claim_run_folder",
     "existing_run_files", "unused_path",
 ]
 
@@ -195,7 +196,6 @@ def check_resume_config(folder: str | Path, config: TrainConfig) -> None:
             listed), or ``optim.steps`` is below the step of the checkpoint.
         CorruptCheckpointError: the folder has checkpoints, none intact.
     """
-    from dalip.runs.checkpoint import _step_of, discard_corrupt_checkpoints
 
     folder = Path(folder)
     saved_path = folder / "config.yaml"

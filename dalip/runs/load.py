@@ -9,6 +9,7 @@ import torch
 from dalip.models import DALIPModel, LoadReport
 from dalip.runs.checkpoint import load_training_checkpoint
 from dalip.runs.config import TrainConfig, config_from_dict, parse_overrides
+from dalip.runs.model import build_model
 
 __all__ = ["load_run"]
 
@@ -37,7 +38,6 @@ def load_run(checkpoint_path: str | Path, overrides: list[str] | None = None) ->
         FileNotFoundError: no checkpoint at the path.
         ValueError: not a dalip training checkpoint (``ConfigError`` for a bad stored config).
     """
-    from dalip.runs.model import build_model
 
     state = load_training_checkpoint(checkpoint_path)
     if "config" not in state:

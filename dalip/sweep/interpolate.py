@@ -26,7 +26,13 @@ import torch
 from torch import Tensor
 
 from dalip.errors import ConfigError
+from dalip.models import get_tokenizer
+from dalip.models.checkpoint import read_state_dict
+from dalip.runs import build_model
+from dalip.runs.checkpoint import load_training_checkpoint
 from dalip.runs.config import TrainConfig, config_from_dict
+from dalip.runs.data import run_eval_sets, zero_shot_sets
+from dalip.runs.evaluate import evaluate_run
 from dalip.sweep.aggregate import collect, summarise, write_tables
 from dalip.sweep.plots import headline_embedding, plot_tradeoff
 
@@ -37,7 +43,6 @@ INIT = "init"
 
 def initial_state(config: TrainConfig) -> dict[str, Tensor]:
     """The step-0 weights of a run of `config` (same seed and construction as ``train``)."""
-    from dalip.runs import build_model
 
     torch.manual_seed(config.run.seed)
     return {k: v.detach().clone() for k, v in build_model(config).state_dict().items()}
@@ -48,7 +53,6 @@ def start_state(start: str | Path, config: TrainConfig, end: dict[str, Tensor]) 
     init = initial_state(config)
     if str(start) == INIT:
         return init, []
-    from dalip.models.checkpoint import read_state_dict
 
     given = read_state_dict(start)
     if given and not any(k.startswith("clip.") for k in given):  # an open_clip checkpoint of the towers
@@ -118,11 +122,6 @@ def interpolate_and_evaluate(
         ConfigError: bad overrides.
         ValueError: a ratio outside [0, 1].
     """
-    from dalip.models import get_tokenizer
-    from dalip.runs import build_model
-    from dalip.runs.checkpoint import load_training_checkpoint
-    from dalip.runs.data import run_eval_sets, zero_shot_sets
-    from dalip.runs.evaluate import evaluate_run
 
     bad = [t for t in ratios if not 0.0 <= t <= 1.0]
     if bad:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dalip._optional import require
+from dalip.eval.fusion import FUSION_PREFIX
 from dalip.sweep.aggregate import Row
 
 __all__ = ["headline_embedding", "plot_fusion_sweep", "plot_sweep", "plot_tradeoff"]
@@ -66,7 +67,6 @@ def plot_fusion_sweep(rows: Sequence[Row], path: Path) -> Path:
     ``rows`` are the `summarise` rows of the ``fusion@<a>`` entries; each panel draws
     every zero-shot top-1 and image -> text R@1 against the weight ``a``.
     """
-    from dalip.eval.fusion import FUSION_PREFIX
 
     panels = list(dict.fromkeys(
         (r.subset, m) for r in rows for m in r.mean if m.endswith("/top1") or m == "image_to_text_R@1"

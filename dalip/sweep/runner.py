@@ -22,6 +22,8 @@ import yaml
 from dalip.errors import ConfigError
 from dalip.runs.config import TrainConfig, config_to_dict, save_config
 from dalip.sweep.spec import SMOKE_OVERRIDES, SweepSpec
+from dalip.train import train
+from dalip.train.frozen_cache import FrozenCachePool
 
 if TYPE_CHECKING:
     from dalip.train.frozen_cache import FrozenCachePool
@@ -97,7 +99,6 @@ def _visible_gpus() -> list[str]:
 
 
 def _train_in_process(run: Run, frozen_caches: FrozenCachePool | None = None) -> None:
-    from dalip.train import train
 
     train(run.config, run.folder, resume=True, frozen_caches=frozen_caches)
 
@@ -153,7 +154,6 @@ def run_sweep(runs: list[Run], gpus: list[str] | None = None) -> list[str]:
     gpus = _visible_gpus() if gpus is None else gpus
     if len(gpus) > 1 and todo:
         return _run_parallel(todo, gpus, report)
-    from dalip.train.frozen_cache import FrozenCachePool
 
     failed, frozen_caches = [], FrozenCachePool()  # model.cache_frozen runs on the same towers build it once
     for run in todo:

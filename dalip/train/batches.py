@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+import dalip.data as dalip_data
 from dalip.runs.config import TrainConfig
 from dalip.runs.data import make_spec
 from dalip.train.distributed import DistInfo
+from dalip.train.frozen_cache import KeyedSamples, check_cacheable_dataset, collate_keyed
 
 __all__ = ["RunData", "RunOrder", "SeededSamples", "TrainBatches", "build_data"]
 
@@ -146,13 +148,11 @@ def build_data(config: TrainConfig, dist: DistInfo, model: Any = None, keyed: bo
     ``keyed``: batches of ``(dataset index, caption)`` keys instead of images
     (`dalip.train.frozen_cache.KeyedBatch`, for ``model.cache_frozen``), in the same order.
     """
-    from dalip import data as dalip_data
 
     spec = make_spec(config, model)
     train_set = dalip_data.build_train_dataset(spec)
     samples, collate = train_set, dalip_data.collate
     if keyed:
-        from dalip.train.frozen_cache import KeyedSamples, check_cacheable_dataset, collate_keyed
 
         check_cacheable_dataset(train_set)
         samples, collate = KeyedSamples(train_set), collate_keyed

@@ -47,10 +47,14 @@ from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
+from dalip.data.kinds.folder import LabelledCaptions
+from dalip.data.twemoji.captions import CAPTION_TEMPLATES
+from dalip.data.twemoji.dataset import TwemojiCaptions
 from dalip.errors import ConfigError
 from dalip.models import DALIPModel
 from dalip.models.tokens import TowerOutput
 from dalip.runs.config import TrainConfig, config_to_dict
+from dalip.train.builders import autocast, set_train_mode
 
 __all__ = [
     "CachedTowersForward", "FrozenCachePool", "FrozenTowerCache", "KeyedBatch", "KeyedSamples", "TowerStore",
@@ -288,9 +292,6 @@ def caption_variants(dataset: Dataset, index: int) -> list[str] | None:
     a ``ConcatDataset``). Otherwise (a CSV's fixed caption, an unknown dataset) the
     build pass's caption is cached and any other one is encoded on first use.
     """
-    from dalip.data.kinds.folder import LabelledCaptions
-    from dalip.data.twemoji.captions import CAPTION_TEMPLATES
-    from dalip.data.twemoji.dataset import TwemojiCaptions
 
     if isinstance(dataset, ConcatDataset):
         part = bisect.bisect_right(dataset.cumulative_sizes, index)
@@ -428,7 +429,6 @@ class FrozenTowerCache:
     @contextlib.contextmanager
     def _frozen_pass(self) -> Iterator[None]:
         """The towers as training runs them (`set_train_mode`, the run's autocast), without grad or RNG use."""
-        from dalip.train.builders import autocast, set_train_mode
 
         modes = {m: m.training for m in self.model.modules()}
         set_train_mode(self.model, self.config)

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from dalip.data.batch import first_bad_samples
 from dalip.errors import ConfigError, NonFiniteLossError, RunFolderError
 from dalip.models import get_tokenizer
 from dalip.pooling import value_checks
@@ -42,6 +43,7 @@ from dalip.train.builders import autocast, build_loss, build_optimizer, build_sc
 from dalip.train.distributed import DistInfo, init_distributed
 from dalip.train.frozen_cache import CachedTowersForward, FrozenCachePool, FrozenTowerCache
 from dalip.train.metrics_log import METRICS, MetricsLog, read_metrics
+from dalip.train.plots import plot_run
 
 __all__ = ["MicroBatches", "Trainer", "build_model", "build_optimizer", "train"]
 
@@ -101,7 +103,6 @@ class MicroBatches:
                 batch.skipped += skipped
                 return batch
             skipped += batch.skipped
-        from dalip.data.batch import first_bad_samples
 
         bad = first_bad_samples()
         raise ConfigError(
@@ -405,7 +406,6 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
 
 def finish_run(model: Any, tokenizer: Any, data: Any, config: TrainConfig, output: Path, metrics: list[dict]) -> dict:
     """End of training: evaluate, write ``eval.json``, draw ``training.png``."""
-    from dalip.train.plots import plot_run
 
     results = evaluate_run(model, tokenizer, data.eval_sets, config, output / "eval.json")
     print(f"plot written to {plot_run(metrics, results, output / 'training.png')}")

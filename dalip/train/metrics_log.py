@@ -7,6 +7,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from dalip._optional import require
+
 __all__ = ["METRICS", "MetricsLog", "read_metrics"]
 
 METRICS = "metrics.jsonl"
@@ -21,7 +23,6 @@ class MetricsLog:
         self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # drop steps after the checkpoint
         self.writer = None
         if tensorboard:
-            from dalip._optional import require
 
             require("tensorboard", "tensorboard", "run.tensorboard=true")
             from torch.utils.tensorboard import SummaryWriter
@@ -52,7 +53,6 @@ def _start_wandb(output: Path, project: str, name: str | None, config: dict) -> 
     The W&B run id is kept in ``output/wandb/dalip_run_id``. W&B's own settings
     (``WANDB_MODE=offline``, ``WANDB_API_KEY``, ...) apply as usual.
     """
-    from dalip._optional import require
 
     wandb = require("wandb", "wandb", "run.wandb=true")
     folder = output / "wandb"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dalip._optional import require
+from dalip.eval.fusion import without_fusion
 
 __all__ = ["plot_run"]
 
@@ -23,7 +24,6 @@ def plot_run(metrics: list[dict], results: dict, path: str | Path) -> Path:
     left.set(xlabel="step", ylabel="loss", title="training loss")
     left.legend(fontsize=8)
 
-    from dalip.eval.fusion import without_fusion  # the fusion curve has its own plot
 
     results = without_fusion(results)
     embeddings = list(results)

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from dalip.data.batch import Sample, decode_image
 from dalip.data.labelled import LabelledImages, load_templates, read_labelled
 from dalip.data.spec import DatasetSpec, register_dataset
+from dalip.data.eval_sets import zero_shot_eval_set
 
 __all__ = ["FolderSpec", "LabelledCaptions"]
 
@@ -99,7 +100,6 @@ class FolderSpec(DatasetSpec):
         """``{"val": zero-shot set}`` of the held-out labelled images, when `val` is set."""
         if not self.val:
             return {}
-        from dalip.eval import zero_shot_eval_set  # dalip.eval builds on dalip.data
 
         train = self.read(self.train)
         val = self.read(self.val)
