@@ -19,7 +19,6 @@ __all__ = ["register"]
 def _sweep(args: argparse.Namespace) -> int:
 
     if args.seeds and min(args.seeds) < 0:
-
         raise ConfigError(f"--seeds must be >= 0, got {' '.join(str(s) for s in args.seeds if s < 0)}")
     spec = load_sweep(args.sweep)
     output = Path(args.output)

@@ -1,0 +1,7 @@
+"""``python -m dalip.cli``: the ``dalip`` command (torchrun ... -m dalip.cli train ...)."""
+
+import sys
+
+from dalip.cli import main
+
+sys.exit(main())
