@@ -111,7 +111,7 @@ def build_recipe(name: str, args, device: torch.device) -> Recipe:
     config = config_from_dict({
         "model": {"name": args.model, **sections["model"]},
         "loss": sections["loss"],
-        "data": {"batch_size": args.batch},
+        "data": {"batch_size": args.batch, "spec": {"dataset": "twemoji"}},
         "optim": {"warmup_steps": 0, "steps": 10**6},
         "run": {"precision": args.precision},
     })

@@ -35,11 +35,21 @@ def write_synced(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
         os.fsync(f.fileno())
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[BinaryIO], None],
+    before_replace: Callable[[Path], None] | None = None,
+) -> Path:
     """Call ``write(file)`` on a temporary binary file, fsync it and rename it to ``path``.
 
     The parent folder is created. On any error (or interruption) the temporary file is
     removed and ``path`` keeps its previous content.
+
+    Args:
+        path: the file to write.
+        write: writes the content to the binary file object it is given.
+        before_replace: called with the temporary file's path once it is written and
+            synced, just before the rename (a checkpoint checksums it there and moves the
+            previous file aside); an error there removes the temporary file and skips the rename.
 
     Returns:
         ``path`` as a `Path`.
@@ -49,6 +59,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write_synced(tmp, write)
+        if before_replace is not None:
+            before_replace(tmp)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:

@@ -128,7 +128,7 @@ def test_cache_is_reused_and_rebuilt_when_corrupt(cache_dir, split, tmp_path, ca
 
 
 def test_eval_sets(cache_dir):
-    sets = build_eval_sets(create_dataset(cache_dir=str(cache_dir)))
+    sets = build_eval_sets(create_dataset("twemoji", cache_dir=str(cache_dir)))
     assert set(sets) == {"twemoji-domain", "twemoji-general"}
     domain = sets["twemoji-domain"]
     assert domain.images.dtype == torch.uint8 and domain.images.shape[1:] == (72, 72, 3)
@@ -144,7 +144,7 @@ def test_eval_sets(cache_dir):
 
 
 def test_twemoji_train_dataset(cache_dir, split):
-    data = build_train_dataset(create_dataset(cache_dir=str(cache_dir), image_size=128))
+    data = build_train_dataset(create_dataset("twemoji", cache_dir=str(cache_dir), image_size=128))
     image, text = data[0]
     assert image.shape == (3, 128, 128) and image.dtype == torch.float32 and isinstance(text, str)
     assert len(data) == len(split.indices("domain", "train")) + len(split.indices("general", "train"))
@@ -294,11 +294,11 @@ def test_mixing_ratio_and_determinism():
     assert abs(sum(tag == "d" for tag, _ in stream) / len(stream) - 0.6) < 0.02
     assert {i for tag, i in stream if tag == "g"} == set(range(5000))
     with pytest.raises(ValueError, match="domain_fraction"):
-        create_dataset(mix_with="twemoji:general")
+        create_dataset("twemoji", mix_with="twemoji:general")
 
 
 def test_twemoji_mix_spec(cache_dir):
-    mix = build_train_dataset(create_dataset(cache_dir=str(cache_dir), subsets=("domain",), mix_with="twemoji",
+    mix = build_train_dataset(create_dataset("twemoji", cache_dir=str(cache_dir), subsets=("domain",), mix_with="twemoji",
                                              domain_fraction=0.5, image_size=64))
     assert isinstance(mix, MixedDataset) and abs(mix.from_domain.mean() - 0.5) < 0.05
     image, text = mix[0]
@@ -337,8 +337,10 @@ def test_dataset_kinds_are_registered_components(tmp_path):
         create_dataset("csv", train="x.csv", subsets=["domain"])  # a Twemoji option on a CSV
     with pytest.raises(ValueError, match="needs 'train'"):
         create_dataset("wds")
-    # a config's data.spec: the kind under "dataset", Twemoji by default
-    assert isinstance(create_dataset({"subsets": ["domain"]}), TwemojiSpec)
+    # a config's data.spec: the kind under "dataset", always stated (no implicit kind)
+    assert isinstance(create_dataset({"dataset": "twemoji", "subsets": ["domain"]}), TwemojiSpec)
+    with pytest.raises(ValueError, match="dataset"):
+        create_dataset({"subsets": ["domain"]})
     assert isinstance(create_dataset({"dataset": "csv", "train": "a.tsv"}), CsvSpec)
     assert isinstance(create_dataset({"dataset": "wds", "train": "s-{0..1}.tar"}), WdsSpec)
     # Twemoji options live in the Twemoji kind only

@@ -16,8 +16,8 @@ import dalip
 # every name in these modules' __all__ must be documented in the API reference
 REFERENCE_MODULES = [
     "dalip", "dalip.registry", "dalip.pooling", "dalip.pooling.functional", "dalip.pooling.layers",
-    "dalip.losses", "dalip.models", "dalip.data", "dalip.eval", "dalip.train", "dalip.train.config",
-    "dalip.train.checkpoint", "dalip.cli", "dalip.sweep", "dalip.adapt", "dalip.interop",
+    "dalip.losses", "dalip.models", "dalip.data", "dalip.eval", "dalip.errors", "dalip.runs", "dalip.runs.config",
+    "dalip.runs.checkpoint", "dalip.train", "dalip.cli", "dalip.sweep", "dalip.adapt", "dalip.interop",
     "dalip.io", "dalip.train.builders", "dalip.train.loop", "dalip.train.metrics_log",
 ]
 

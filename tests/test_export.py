@@ -29,7 +29,7 @@ TINY_CFG = {
 def save_run(tmp_path: Path, *overrides: str) -> tuple[Path, dalip.DALIPModel]:
     """A checkpoint written as dalip.train.loop writes it, of a tiny randomly initialised model."""
     (tmp_path / "tiny.json").write_text(json.dumps(TINY_CFG))
-    config = load_config(None, [f"model.name={tmp_path / 'tiny.json'}", "model.second_order=cov",
+    config = load_config(None, ["data.spec.dataset=twemoji", f"model.name={tmp_path / 'tiny.json'}", "model.second_order=cov",
                                 f"model.pretrained={tmp_path / 'gone.safetensors'}", *overrides])
     m = config.model
     torch.manual_seed(0)

@@ -119,7 +119,7 @@ def test_existing_run_is_refused_unless_resume_or_overwrite(finished_run, tmp_pa
 
 _HOLDER = """
 import sys, time
-from dalip.train.run_folder import RunLock
+from dalip.runs.folder import RunLock
 RunLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(600)

@@ -130,7 +130,7 @@ def test_yaml_config_accepts_every_route(hub: dict, tmp_path: Path) -> None:
     from dalip.runs.config import load_config
 
     for name, pretrained in ((TINY, "tiny_tag"), ("hf-hub:org/tiny", None), (f"local-dir:{hub['repo']}", None)):
-        config = load_config(None, [f"model.name={name}", f"model.pretrained={pretrained or 'null'}"])
+        config = load_config(None, ["data.spec.dataset=twemoji", f"model.name={name}", f"model.pretrained={pretrained or 'null'}"])
         assert config.model.name == name and config.model.pretrained == pretrained
     with pytest.raises(ConfigError, match="Valid tags: tiny_tag"):
         load_config(None, [f"model.name={TINY}", "model.pretrained=laion9b"])
@@ -141,7 +141,7 @@ def test_yaml_config_accepts_every_route(hub: dict, tmp_path: Path) -> None:
 def test_build_model_prints_the_load_report(hub: dict, capsys: pytest.CaptureFixture) -> None:
     from dalip.runs import build_model, load_config
 
-    model = build_model(load_config(None, ["model.name=hf-hub:org/tiny"]))
+    model = build_model(load_config(None, ["data.spec.dataset=twemoji", "model.name=hf-hub:org/tiny"]))
     assert_towers_equal(model, hub["weights"])
     out = capsys.readouterr().out
     assert "hf-hub:org/tiny" in out and "start fresh" in out

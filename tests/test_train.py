@@ -97,7 +97,7 @@ def test_sigkill_mid_run_then_resume(straight_run, tmp_path):
 
 _WRITER = """
 import sys, torch
-from dalip.train.checkpoint import atomic_save
+from dalip.runs.checkpoint import atomic_save
 big = torch.ones(64 * 1024 * 1024 // 4)  # 64 MB per save
 i = 1
 while True:

@@ -29,7 +29,7 @@ from dalip.adapt.dac import DACAdapter, DACConfig, ResidualAdapter, TextModulati
 from dalip.adapt.features import FewShotFeatures, FewShotImages, cache_features, model_input_size
 from dalip.adapt.frozen import FrozenModel, freeze, load_frozen_model
 from dalip.adapt.harness import METHODS, ResultRow, default_methods, run_few_shot
-from dalip.adapt.report import few_shot_markdown, plot_results, summarise, write_results
+from dalip.adapt.report import few_shot_markdown, plot_results, summarise_few_shot, write_results
 from dalip.adapt.run import benchmark
 from dalip.adapt.sampling import SupportSample, SupportSet, sample_support, support_set
 from dalip.adapt.tasks import csv_task, twemoji_domain_task
@@ -68,7 +68,7 @@ __all__ = [
     "plot_results",
     "run_few_shot",
     "sample_support",
-    "summarise",
+    "summarise_few_shot",
     "support_set",
     "text_logits",
     "tip_logits",

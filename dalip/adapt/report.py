@@ -14,7 +14,7 @@ from dalip._optional import require
 from dalip.adapt.harness import ResultRow
 from dalip.io import atomic_write_text
 
-__all__ = ["BASELINES", "few_shot_markdown", "plot_results", "summarise", "write_results"]
+__all__ = ["BASELINES", "few_shot_markdown", "plot_results", "summarise_few_shot", "write_results"]
 
 #: the methods the DAC adapter is compared against in the Markdown verdict lines
 BASELINES = ("zero-shot", "linear-probe", "tip-adapter", "tip-adapter-f")
@@ -23,7 +23,7 @@ Summary = dict[tuple[str, str, int], tuple[float, float, int]]
 """``{(embedding, method, shots): (mean, std, seeds)}`` of test top-1 in %."""
 
 
-def summarise(rows: Sequence[ResultRow]) -> Summary:
+def summarise_few_shot(rows: Sequence[ResultRow]) -> Summary:
     """Mean and sample standard deviation (0 for one seed) of test top-1 over seeds."""
     groups: dict[tuple[str, str, int], list[float]] = defaultdict(list)
     for r in rows:
@@ -39,7 +39,7 @@ def _ordered(rows: Sequence[ResultRow], field: str) -> list:
 
 def few_shot_markdown(rows: Sequence[ResultRow], header: Sequence[str] = ()) -> str:
     """One table per embedding (methods x shots, ``mean ± std``, best mean in bold) and DAC-vs-baseline lines."""
-    summary = summarise(rows)
+    summary = summarise_few_shot(rows)
     embeddings, methods, shots = _ordered(rows, "embedding"), _ordered(rows, "method"), sorted(_ordered(rows, "shots"))
     lines = [*header, ""] if header else []
     for e in embeddings:
@@ -74,7 +74,7 @@ def plot_results(rows: Sequence[ResultRow], path: str | Path, title: str = "") -
     # no pyplot: the caller's backend and figures are untouched
     Figure = require("matplotlib.figure", "train", "the few-shot plot").Figure
 
-    summary = summarise(rows)
+    summary = summarise_few_shot(rows)
     embeddings, methods, shots = _ordered(rows, "embedding"), _ordered(rows, "method"), sorted(_ordered(rows, "shots"))
     fig = Figure(figsize=(5 * len(embeddings), 4))
     axes = fig.subplots(1, len(embeddings), sharey=True, squeeze=False)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dalip.models.export import push_export
+from dalip.models import push_export
 from dalip.runs.export import export_run
 
 __all__ = ["register"]
 
 
 def _export(args: argparse.Namespace) -> int:
-
     folder = export_run(args.checkpoint, Path(args.output), open_clip_files=not args.dalip_only, alpha=args.alpha)
     for path in sorted(folder.iterdir()):
         print(f"written {path}")

@@ -1,14 +1,14 @@
 """Data: registered dataset kinds, building and mixing them, sharding, robust batching, the one image pipeline, eval sets.
 
 The generic modules here know no dataset kind by name; the kinds live in `dalip.data.kinds`
-(csv, wds, folder) and `dalip.data.twemoji.index` (the embedded quickstart data).
+(csv, wds, folder) and `dalip.data.twemoji` (the embedded quickstart data).
 
 Twemoji art (c) Twitter, Inc. and contributors, CC-BY 4.0 (https://github.com/twitter/twemoji).
 """
 
-from dalip.data.batch import Batch, collate, decode_image
+from dalip.data.batch import Batch, CaptionVariants, collate, decode_image
 from dalip.data.build import build_eval_sets, build_train_dataset, source_kind
-from dalip.data.eval_sets import EvalSet, LabelledTask, ZeroShotSet, ZeroShotTask, zero_shot_eval_set
+from dalip.data.eval_sets import EvalSet, ZeroShotSet, ZeroShotTask, zero_shot_eval_set
 from dalip.data.kinds import (  # registers csv, wds, folder
     CsvCaptions,
     CsvSpec,
@@ -31,7 +31,15 @@ from dalip.data.labelled import (
 from dalip.data.mixing import MapAsIterable, MixedDataset, MixedIterableDataset
 from dalip.data.spec import DATASETS, DatasetSpec, create_dataset, list_datasets, register_dataset
 from dalip.data.streamed import StreamedImages
-from dalip.data.transforms import PilTransform, image_transform, model_transform
+from dalip.data.transforms import (
+    FALLBACK_MEAN,
+    FALLBACK_SIZE,
+    FALLBACK_STD,
+    PilTransform,
+    image_transform,
+    model_preprocess,
+    model_transform,
+)
 from dalip.data.twemoji import (  # registers twemoji
     CAPTION_TEMPLATES,
     CONCEPT_TEMPLATES,
@@ -59,23 +67,21 @@ from dalip.data.twemoji import (  # registers twemoji
 )
 
 __all__ = [
-    "model_transform",
-    "PilTransform",
-    "StreamedImages",
-    "zero_shot_eval_set",
-    "ZeroShotSet",
-    "LabelledTask",
     "CAPTION_TEMPLATES",
     "CONCEPT_TEMPLATES",
+    "DATASETS",
     "DOMAIN_SUBCATEGORIES",
+    "FALLBACK_MEAN",
+    "FALLBACK_SIZE",
+    "FALLBACK_STD",
     "NATURE_SUBCATEGORIES",
     "SUBCATEGORY_TEMPLATES",
     "SUBSETS",
     "TEMPLATE_SETS",
     "Batch",
+    "CaptionVariants",
     "CsvCaptions",
     "CsvSpec",
-    "DATASETS",
     "DatasetSpec",
     "EmojiRecord",
     "EvalSet",
@@ -85,12 +91,15 @@ __all__ = [
     "MapAsIterable",
     "MixedDataset",
     "MixedIterableDataset",
+    "PilTransform",
+    "StreamedImages",
     "TwemojiArrays",
     "TwemojiCaptions",
     "TwemojiSpec",
     "TwemojiSplit",
     "WdsSpec",
     "WebDatasetShards",
+    "ZeroShotSet",
     "ZeroShotTask",
     "build_eval_sets",
     "build_train_dataset",
@@ -107,6 +116,8 @@ __all__ = [
     "load_templates",
     "load_twemoji",
     "mentions",
+    "model_preprocess",
+    "model_transform",
     "read_caption_csv",
     "read_classnames",
     "read_image_folder",
@@ -120,4 +131,5 @@ __all__ = [
     "twemoji_eval_sets",
     "twemoji_index",
     "twemoji_split",
+    "zero_shot_eval_set",
 ]

@@ -13,11 +13,15 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["Batch", "Sample", "collate", "decode_image", "first_bad_samples", "report_bad_sample"]
+__all__ = [
+    "Batch", "CaptionVariants", "Sample", "collate", "decode_image", "first_bad_samples", "report_bad_sample",
+]
 
 logger = logging.getLogger(__name__)
 _MAX_LOGGED = 5  # per process: the first few bad samples are named, the rest only counted
@@ -27,6 +31,19 @@ _lock = threading.Lock()
 
 #: one training sample: a `(3, H, W)` float image and its caption
 Sample = tuple[torch.Tensor, str]
+
+
+@runtime_checkable
+class CaptionVariants(Protocol):
+    """A map-style dataset that draws each access's caption from a known, finite set per index.
+
+    Implemented by the datasets that caption from templates (e.g. labelled images with
+    prompt templates); the frozen-tower cache encodes every variant up front.
+    """
+
+    def caption_variants(self, item: int) -> list[str]:
+        """Every caption ``dataset[item]`` can come with (its image is the same each time)."""
+        ...
 
 
 @dataclass
@@ -87,8 +104,6 @@ def first_bad_samples() -> list[str]:
 
 def _to_8bit(image: Image.Image) -> Image.Image:
     """16-bit greyscale (modes ``I;16*``, and ``I`` holding 16-bit values) scaled to 8-bit ``L``: 65535 -> 255."""
-    import numpy as np
-
     values = np.asarray(image, dtype=np.float32)
     if image.mode.startswith("I;16") or values.max(initial=0) > 255:
         values = values / 257.0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,17 +16,33 @@ from torch.utils.data import Dataset, IterableDataset
 from dalip.data.batch import Sample
 from dalip.data.eval_sets import EvalSet
 from dalip.data.mixing import MapAsIterable, MixedDataset, MixedIterableDataset
-from dalip.data.spec import DatasetSpec, create_dataset
+from dalip.data.spec import DATASETS, DatasetSpec, create_dataset, list_datasets
 
-__all__ = ["build_eval_sets", "build_train_dataset", "caption_eval_set", "source_kind", "source_spec"]
+__all__ = [
+    "build_eval_sets", "build_train_dataset", "caption_eval_set", "claimed_source", "source_kind", "source_spec",
+]
 
 logger = logging.getLogger(__name__)
 
 
+def claimed_source(location: str, common: Mapping[str, Any]) -> DatasetSpec | None:
+    """The spec of the first registered kind (in name order) that claims `location` (`DatasetSpec.from_location`)."""
+    for name in list_datasets():
+        spec = DATASETS.get(name).constructor.from_location(location, common)
+        if spec is not None:
+            return spec
+    return None
+
+
 def source_kind(location: str) -> str:
-    """The dataset kind of a `mix_with` / `val` string: twemoji, csv, folder (a directory) or wds."""
-    if location == "twemoji" or location.startswith("twemoji:"):
-        return "twemoji"
+    """The dataset kind of a `mix_with` / `val` string.
+
+    A registered kind that claims it (`DatasetSpec.from_location`), else ``csv`` (a
+    ``.csv`` / ``.tsv`` path), ``folder`` (a directory) or ``wds`` (anything else).
+    """
+    claimed = claimed_source(location, {})
+    if claimed is not None:
+        return claimed.kind
     first = location.split("::")[0]
     if Path(first).suffix.lower() in (".csv", ".tsv"):
         return "csv"
@@ -36,10 +53,10 @@ def source_kind(location: str) -> str:
 
 def source_spec(spec: DatasetSpec, location: str) -> DatasetSpec:
     """The spec of a second source at `location` (`mix_with`, `val`), sharing `spec`'s preprocessing."""
+    claimed = claimed_source(location, spec.common_options())
+    if claimed is not None:
+        return claimed
     kind = source_kind(location)
-    if kind == "twemoji":
-        subsets = location.split(":", 1)[1].split(",") if ":" in location else ["general"]
-        return create_dataset("twemoji", subsets=subsets, **spec.common_options())
     if kind == spec.kind:  # same kind: keep its options (CSV columns, shuffle buffer ...)
         return dataclasses.replace(spec, train=location, mix_with=None, domain_fraction=None, val=None)
     return create_dataset(kind, train=location, **spec.common_options())
@@ -48,8 +65,8 @@ def source_spec(spec: DatasetSpec, location: str) -> DatasetSpec:
 def build_train_dataset(spec: DatasetSpec) -> Dataset | IterableDataset:
     """The training dataset of `spec`: items ``((3, S, S) float, caption)``, or None for a bad sample.
 
-    Use it with ``collate_fn=dalip.data.collate``. Map-style results (Twemoji,
-    CSV, folders, their mixes) want ``shuffle=True``; iterable ones (shards or any
+    Use it with ``collate_fn=dalip.data.collate``. Map-style results (embedded
+    data, CSV, folders, their mixes) want ``shuffle=True``; iterable ones (shards or any
     mix with shards) shuffle themselves. Call ``set_epoch(epoch)`` where present.
     """
 

@@ -8,30 +8,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 from dalip.data.labelled import LabelledImages, load_templates, read_labelled
 from dalip.data.streamed import StreamedImages
-from dalip.data.transforms import DEFAULT_MEAN, DEFAULT_STD, PilTransform, image_transform
+from dalip.data.transforms import PilTransform, image_transform
 
-__all__ = ["EvalSet", "ZeroShotTask"]
+__all__ = ["TASK", "EvalSet", "ZeroShotSet", "ZeroShotTask", "zero_shot_eval_set"]
 
 
 @dataclass
 class ZeroShotTask:
-    """Classify each image of an `EvalSet` among `classnames`.
+    """Classify each image of an eval set (`EvalSet`, `ZeroShotSet`) among `classnames`.
 
     Attributes:
-        name: ``"concepts"`` (held-out emoji names) or ``"subcategories"``.
+        name: the task name, the prefix of its metrics (e.g. ``"concepts"``, ``"zero_shot"``).
         labels: `(N,)` int64, indices into `classnames`.
         classnames: readable class phrases, e.g. ``"mammal"``.
         templates: prompts with one ``"{}"`` for the class phrase; average their text embeddings.
+        per_class_recall: also report ``<name>/per_class_recall`` (``{classname: recall}``).
     """
 
     name: str
     labels: torch.Tensor
     classnames: list[str]
     templates: list[str]
+    per_class_recall: bool = False
 
     def __post_init__(self) -> None:
         self.labels = torch.as_tensor(self.labels, dtype=torch.int64)
@@ -50,8 +51,8 @@ class EvalSet:
     """Images with captions and zero-shot tasks.
 
     Attributes:
-        name: e.g. ``"twemoji-domain"``.
-        images: `(N, H, W, 3)` uint8 (72 x 72 for Twemoji).
+        name: the subset name of its results.
+        images: `(N, H, W, 3)` uint8.
         captions: `N` captions, one per image (image-text retrieval).
         tasks: zero-shot tasks by name (may be empty for plain caption data).
     """
@@ -79,11 +80,15 @@ class EvalSet:
     def pixels(
         self,
         image_size: int = 128,
-        mean: Sequence[float] = DEFAULT_MEAN,
-        std: Sequence[float] = DEFAULT_STD,
+        mean: float | Sequence[float] = 0.5,
+        std: float | Sequence[float] = 0.5,
         batch_size: int = 256,
     ) -> Iterator[torch.Tensor]:
-        """Model inputs in order: float batches `(b, 3, image_size, image_size)`, evaluation transform."""
+        """Model inputs in order: float batches `(b, 3, image_size, image_size)`, evaluation transform.
+
+        ``mean`` / ``std`` default to `image_transform`'s 0.5 (pixels in [-1, 1]); pass the
+        model's own (`dalip.data.transforms.model_preprocess`) to feed a model.
+        """
         transform = image_transform(image_size, train=False, mean=mean, std=std)
         for start in range(0, len(self), batch_size):
             chunk = self.images[start : start + batch_size].permute(0, 3, 1, 2)
@@ -101,35 +106,19 @@ TASK = "zero_shot"
 
 
 @dataclass
-class LabelledTask:
-    """The ``zero_shot`` task of a `ZeroShotSet` (a `TaskLike` that also reports per-class recall).
-
-    Attributes:
-        labels: ``(N,)`` int64, indices into `classnames`, one per file.
-        classnames: the ``C`` class names.
-        templates: prompts with ``"{}"`` for the class name.
-    """
-
-    labels: Tensor
-    classnames: list[str]
-    templates: list[str]
-    per_class_recall: bool = True
-
-
-@dataclass
 class ZeroShotSet:
     """An eval set (`EvalSetLike`) of image files with one zero-shot task, ``zero_shot``; no captions.
 
     Attributes:
         name: the subset name of its results.
         images: the files, decoded batch by batch (unreadable ones skipped and counted).
-        tasks: ``{"zero_shot": LabelledTask}``.
+        tasks: ``{"zero_shot": ZeroShotTask}`` (with per-class recall).
         source: the folder or CSV it was read from.
     """
 
     name: str
     images: StreamedImages
-    tasks: dict[str, LabelledTask]
+    tasks: dict[str, ZeroShotTask]
     source: Path
     captions: list[str] = field(default_factory=list)
 
@@ -185,5 +174,6 @@ def zero_shot_eval_set(
         raise ValueError(f"templates must be non-empty, each with '{{}}' for the class name: {list(templates)}")
     name = name or (data.source.name if data.source.is_dir() else data.source.stem)
     images = StreamedImages(data.paths, transform, batch_size, workers, source=data.source)
-    task = LabelledTask(torch.as_tensor(data.labels, dtype=torch.long), list(data.classnames), list(templates))
+    task = ZeroShotTask(TASK, torch.as_tensor(data.labels, dtype=torch.long), list(data.classnames), list(templates),
+                        per_class_recall=True)
     return ZeroShotSet(name, images, {TASK: task}, data.source)

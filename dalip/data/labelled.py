@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
 from dalip.data.text import utf8_error
 
 __all__ = [
@@ -61,8 +63,6 @@ class LabelledImages:
 
 
 def _image_extensions() -> tuple[str, ...]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
     return tuple(IMG_EXTENSIONS)
 
 

@@ -1,15 +1,14 @@
 """Datasets as registered components: ``create_dataset``, ``list_datasets``, ``register_dataset``.
 
-Each dataset kind (``twemoji``, ``csv``, ``wds``, ``folder``) is a small options
-dataclass registered under its name, in the manner of the pooler and loss
-registries. The options every kind shares (preprocessing, seed, mixing with a
-second source, an extra retrieval set) live in `DatasetSpec`; a kind adds only
-its own (paths, columns, subsets ...).
+Each dataset kind is a small options dataclass registered under its name, in the
+manner of the pooler and loss registries. The options every kind shares
+(preprocessing, seed, mixing with a second source, an extra retrieval set) live in
+`DatasetSpec`; a kind adds only its own (paths, columns ...).
 
 ```python
-list_datasets()                                          # ['csv', 'folder', 'twemoji', 'wds']
+list_datasets()                                          # the registered kinds, e.g. ['csv', 'folder', 'wds', ...]
 spec = create_dataset("csv", train="train.tsv", image_size=224)
-spec = create_dataset({"dataset": "twemoji", "subsets": ["domain"]})   # a config's data.spec
+spec = create_dataset({"dataset": "folder", "train": "leaves/"})    # a config's data.spec
 train = build_train_dataset(spec)    # items ((3, S, S) float, caption) or None (unreadable)
 evals = build_eval_sets(spec)        # {name: EvalSet}: the kind's own sets, plus `val` if set
 ```
@@ -28,7 +27,13 @@ from torch.utils.data import Dataset, IterableDataset
 
 from dalip.data.batch import Sample
 from dalip.data.eval_sets import EvalSet
-from dalip.data.transforms import image_transform
+from dalip.data.transforms import (
+    FALLBACK_MEAN,
+    FALLBACK_SIZE,
+    FALLBACK_STD,
+    image_transform,
+    model_preprocess,
+)
 from dalip.registry import Registry
 
 __all__ = [
@@ -40,11 +45,6 @@ logger = logging.getLogger(__name__)
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
-#: preprocessing used when neither the spec nor a model gives one (open_clip's defaults)
-FALLBACK_SIZE = 224
-FALLBACK_MEAN = (0.48145466, 0.4578275, 0.40821073)
-FALLBACK_STD = (0.26862954, 0.26130258, 0.27577711)
-
 
 @dataclass
 class DatasetSpec:
@@ -52,15 +52,16 @@ class DatasetSpec:
 
     Attributes:
         image_size: model input size; None: the model's (the trainer fills it in from the
-            model's open_clip preprocessing), else 224.
+            model's open_clip preprocessing), else `dalip.data.transforms.FALLBACK_SIZE` (224).
         augment: light training augmentation (else the evaluation resize).
-        mean, std: input normalisation; None: the model's, else open_clip's (OpenAI) values.
+        mean, std: input normalisation; None: the model's, else the fallback
+            (`dalip.data.transforms.FALLBACK_MEAN` / ``FALLBACK_STD``: open_clip's OpenAI values).
         seed: mixing plan, shard order and shuffle buffer.
         val: an extra caption CSV/TSV or shard pattern for retrieval evaluation.
         val_max_samples: cap on the `val` samples held in memory.
-        mix_with: a second, general source mixed with this one (the domain source):
-            ``"twemoji"`` (= ``"twemoji:general"``), ``"twemoji:domain"``, a ``.csv``/``.tsv``
-            path, or a shard pattern.
+        mix_with: a second, general source mixed with this one (the domain source): a
+            location a registered kind claims (see `from_location`), a ``.csv``/``.tsv``
+            path, an image folder or a shard pattern.
         domain_fraction: share of this (domain) source per batch, in expectation.
         mix_length: items per epoch of a map-style mix; default the two sizes summed.
     """
@@ -100,12 +101,29 @@ class DatasetSpec:
             raise ValueError(f"val_max_samples must be >= 1, got {self.val_max_samples}")
 
     # ------------------------------------------------------------- per kind
+    @classmethod
+    def from_location(cls, location: str, common: Mapping[str, Any]) -> DatasetSpec | None:
+        """The spec of a second source named by a `mix_with` / `val` string, if this kind claims it.
+
+        A kind whose sources have names of their own (not file paths or shard patterns)
+        overrides this to claim them; the generic rules (`dalip.data.build.source_kind`)
+        apply to every location no registered kind claims.
+
+        Args:
+            location: the `mix_with` / `val` string.
+            common: the shared preprocessing options (`common_options`) of the spec it joins.
+
+        Returns:
+            The kind's spec with ``common`` applied, or None (the default: claims nothing).
+        """
+        return None
+
     def source(self) -> Dataset | IterableDataset:
         """The training items of this kind alone: ``((3, S, S) float, caption)`` or None."""
         raise NotImplementedError
 
     def own_eval_sets(self) -> dict[str, EvalSet]:
-        """Evaluation sets that come with this kind (e.g. Twemoji's held-out concepts)."""
+        """Evaluation sets that come with this kind (e.g. held-out classes of an embedded dataset)."""
         return {}
 
     def raw_samples(self) -> Iterable[Sample | None]:
@@ -129,9 +147,7 @@ class DatasetSpec:
 
     def with_model_preprocess(self, model: Any) -> DatasetSpec:
         """A copy whose unset `image_size` / `mean` / `std` come from the model's open_clip preprocessing."""
-        import open_clip
-
-        cfg = open_clip.get_model_preprocess_cfg(getattr(model, "clip", model))
+        cfg = model_preprocess(model)
         size = cfg.get("size")
         size = size[0] if isinstance(size, (tuple, list)) else size
         return dataclasses.replace(
@@ -164,22 +180,25 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return DATASETS.list(pattern)
 
 
-def create_dataset(kind: str | Mapping[str, Any] = "twemoji", **options: Any) -> DatasetSpec:
+def create_dataset(kind: str | Mapping[str, Any] | None = None, **options: Any) -> DatasetSpec:
     """The options dataclass of a dataset kind.
 
     Args:
         kind: a registered kind, or a mapping ``{"dataset": kind, **options}`` (a config's
-            ``data.spec``; ``dataset`` defaults to ``"twemoji"``).
+            ``data.spec``); None: the kind is ``options["dataset"]``.
         **options: the kind's options (see its class).
 
     Raises:
+        ValueError: no kind given (no ``dataset`` key; lists the known ones), or a bad option value.
         UnknownComponentError: unknown kind (lists the known ones).
         TypeError: an option the kind does not take (lists the valid ones).
-        ValueError: a bad option value.
     """
     if isinstance(kind, Mapping):
         options = {**kind, **options}
-        kind = options.pop("dataset", "twemoji")
+        kind = None
+    if kind is None:
+        kind = options.pop("dataset", None)
+    if kind is None:
+        raise ValueError(f"no dataset kind: set 'dataset' to one of {', '.join(list_datasets())} "
+                         "(e.g. data.spec: {dataset: csv, train: train.tsv})")
     return DATASETS.create(kind, **options)
-
-

@@ -1,9 +1,15 @@
-"""Image transforms: light augmentation for training, a plain resize for evaluation."""
+"""Image transforms: light augmentation for training, a plain resize for evaluation; the normalisation fallback.
+
+Normalisation comes from the dataset spec when it sets ``mean`` / ``std``, else from
+the model's own open_clip preprocess config (`model_preprocess`; e.g. effl0-minilm
+brings 0.5 / 0.5), else from the one fallback, `FALLBACK_MEAN` / `FALLBACK_STD`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,11 +17,21 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
-__all__ = ["DEFAULT_MEAN", "DEFAULT_STD", "image_transform", "to_uint8_chw"]
+__all__ = [
+    "FALLBACK_MEAN", "FALLBACK_SIZE", "FALLBACK_STD", "PilTransform", "image_transform", "model_preprocess",
+    "model_transform", "to_uint8_chw",
+]
 
-#: effl0-minilm's normalisation (timm's pretrained_cfg of tf_efficientnet_lite0)
-DEFAULT_MEAN = (0.5, 0.5, 0.5)
-DEFAULT_STD = (0.5, 0.5, 0.5)
+#: The one normalisation fallback, for when neither the dataset spec nor the model names one:
+#: open_clip's OpenAI values (``open_clip.OPENAI_DATASET_MEAN`` / ``OPENAI_DATASET_STD``), which
+#: open_clip itself uses for a model whose config gives none (``open_clip.transform.PreprocessCfg``),
+#: so dalip's transforms and the model's own (`model_transform`) agree. Models built by open_clip or
+#: dalip always carry their own values (effl0-minilm: 0.5, the pretrained_cfg of timm's
+#: tf_efficientnet_lite0); the fallback serves bare modules only.
+FALLBACK_MEAN = (0.48145466, 0.4578275, 0.40821073)
+FALLBACK_STD = (0.26862954, 0.26130258, 0.27577711)
+#: input side when neither the dataset spec nor the model gives one (open_clip's default)
+FALLBACK_SIZE = 224
 
 
 def to_uint8_chw(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -43,8 +59,8 @@ def _triple(value: float | Sequence[float], name: str) -> list[float]:
 def image_transform(
     image_size: int | tuple[int, int] | None = 128,
     train: bool = False,
-    mean: float | Sequence[float] = DEFAULT_MEAN,
-    std: float | Sequence[float] = DEFAULT_STD,
+    mean: float | Sequence[float] = 0.5,
+    std: float | Sequence[float] = 0.5,
     flip: bool = True,
 ) -> Callable[[Image.Image | np.ndarray | torch.Tensor], torch.Tensor]:
     """Image -> normalised float `(3, S, S)` (a `(B, 3, H, W)` uint8 batch -> `(B, 3, S, S)`).
@@ -60,7 +76,9 @@ def image_transform(
 
     Args:
         image_size: the side ``S``, or ``(height, width)``; None keeps the size (evaluation only).
-        mean: normalisation mean, one number or one per RGB channel.
+        mean: normalisation mean, one number or one per RGB channel. The default 0.5 (with
+            ``std`` 0.5) maps pixels to [-1, 1]; dalip's own callers always pass the spec's or
+            the model's values, or the fallback (`FALLBACK_MEAN` / `FALLBACK_STD`).
         std: normalisation standard deviation, one number or one per RGB channel.
         flip: mirror half the training images; turn off for text, arrows and flags.
     """
@@ -86,17 +104,34 @@ PilTransform = Callable[[Image.Image], Tensor]
 """Maps one RGB PIL image to a float tensor ``(3, H, W)``."""
 
 
+def model_preprocess(model: nn.Module) -> dict[str, Any]:
+    """The model's open_clip preprocess config: ``size``, ``mean``, ``std`` ... (only the keys it sets).
+
+    As ``open_clip.get_model_preprocess_cfg`` of the model (or of a `DALIPModel`'s wrapped
+    ``model.clip``): ``visual.preprocess_cfg``, else the legacy ``visual.image_size`` /
+    ``image_mean`` / ``image_std`` attributes; ``{}`` for a module without them (no fallbacks
+    applied: see `FALLBACK_MEAN`).
+    """
+    clip = getattr(model, "clip", model)
+    module = getattr(clip, "visual", clip)
+    config = dict(getattr(module, "preprocess_cfg", None) or {})
+    if not config:
+        legacy = {"size": "image_size", "mean": "image_mean", "std": "image_std"}
+        found = {key: getattr(module, name, None) for key, name in legacy.items()}
+        config = {key: value for key, value in found.items() if value is not None}
+    return config
+
+
 def model_transform(model: nn.Module) -> PilTransform:
     """open_clip's evaluation transform (resize, centre crop, normalise) from the model's preprocess config.
 
-    The config is ``open_clip.get_model_preprocess_cfg`` of the model (or of a
-    `DALIPModel`'s wrapped ``model.clip``): the ``visual.preprocess_cfg`` open_clip
-    sets for pretrained weights, else ``visual.image_size`` / ``image_mean`` /
-    ``image_std`` with open_clip's defaults (OpenAI mean and std, bicubic, shortest-side resize).
+    The config is `model_preprocess`: the ``visual.preprocess_cfg`` open_clip sets,
+    else ``visual.image_size`` / ``image_mean`` / ``image_std``, with open_clip's defaults
+    for what it leaves unset (the OpenAI mean and std, `FALLBACK_MEAN` / `FALLBACK_STD`,
+    bicubic, shortest-side resize).
     """
-    from open_clip import get_model_preprocess_cfg
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    config = get_model_preprocess_cfg(getattr(model, "clip", model))
+    config = model_preprocess(model)
     known = {f.name for f in dataclasses.fields(PreprocessCfg)}
     return image_transform_v2(PreprocessCfg(**{k: v for k, v in config.items() if k in known}), is_train=False)

@@ -16,7 +16,7 @@ results = evaluate_zero_shot(model, tokenizer, "leaves/", templates="openai_imag
 ```
 """
 
-from dalip.data.eval_sets import LabelledTask, ZeroShotSet, zero_shot_eval_set
+from dalip.data.eval_sets import ZeroShotSet, ZeroShotTask, zero_shot_eval_set
 from dalip.data.streamed import StreamedImages
 from dalip.data.transforms import PilTransform, model_transform
 from dalip.errors import NonFiniteEmbeddingError
@@ -36,13 +36,13 @@ from dalip.eval.zero_shot import (
 
 __all__ = [
     "EvalSetLike",
-    "LabelledTask",
     "NonFiniteEmbeddingError",
     "PilTransform",
     "Results",
     "StreamedImages",
     "TaskLike",
     "ZeroShotSet",
+    "ZeroShotTask",
     "balanced_accuracy",
     "best_fusion_weights",
     "class_embeddings",

@@ -18,7 +18,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from dalip.data.streamed import StreamedImages
-from dalip.data.transforms import image_transform, model_transform
+from dalip.data.transforms import (
+    FALLBACK_MEAN,
+    FALLBACK_STD,
+    image_transform,
+    model_preprocess,
+    model_transform,
+)
 from dalip.errors import NonFiniteEmbeddingError
 
 __all__ = [
@@ -96,7 +102,8 @@ def to_float_images(
 
     The evaluation path of `dalip.data.image_transform` on a batch (the same
     antialiased bicubic resize as the training data, when ``image_size`` is given
-    and differs), then ``(x / 255 - mean) / std`` (scalars or per-channel triples).
+    and differs), then ``(x / 255 - mean) / std`` (scalars or per-channel triples;
+    the default 0.5 is `dalip.data.image_transform`'s: pixels in [-1, 1]).
     """
 
     x = torch.as_tensor(np.asarray(images)) if not isinstance(images, Tensor) else images
@@ -108,17 +115,18 @@ def to_float_images(
 
 
 def default_image_transform(model: nn.Module) -> ImageTransform:
-    """`to_float_images` at the model's input size and its ``image_mean``/``image_std`` (0.5 if unset).
+    """`to_float_images` at the model's input size and normalisation (`dalip.data.transforms.model_preprocess`).
 
-    Reads ``visual.image_size`` (and open_clip's optional ``visual.image_mean`` /
-    ``image_std``) of the model or of its wrapped ``model.clip``.
+    A model without its own mean / std (a bare module; open_clip and dalip models always
+    carry them) gets the fallback, `dalip.data.transforms.FALLBACK_MEAN` / ``FALLBACK_STD``;
+    one without an input size keeps the images' size.
     """
-    visual = getattr(getattr(model, "clip", model), "visual", None)
+    config = model_preprocess(model)
     return partial(
         to_float_images,
-        image_size=getattr(visual, "image_size", None),
-        mean=getattr(visual, "image_mean", None) or 0.5,
-        std=getattr(visual, "image_std", None) or 0.5,
+        image_size=config.get("size"),
+        mean=config.get("mean") or FALLBACK_MEAN,
+        std=config.get("std") or FALLBACK_STD,
     )
 
 

@@ -105,11 +105,7 @@ def evaluate_set(
     skipped = {"num_skipped": eval_set.images.skipped} if kept is not None else {}
     metrics: dict[str, dict[str, Any]] = {v: {"num_samples": num_samples, **skipped} for v in views}
     for name, task in tasks.items():
-        try:
-            labels = torch.as_tensor(task.labels)
-            labels = check_labels(labels if kept is None else labels[kept], num_samples, len(task.classnames))
-        except ValueError as err:
-            raise ValueError(f"task {name!r}: {err}") from err
+        labels = _task_labels(name, task, kept, num_samples)
         classifiers = zero_shot_classifiers(
             model, tokenizer, task.classnames, task.templates, encoded, progress=progress
         )
@@ -122,10 +118,38 @@ def evaluate_set(
     if captions is not None and len(captions) > 0:
         texts, owners = flatten_captions(captions, num_samples)
         text_feats = encode_texts(model, tokenizer, texts, encoded, progress=progress)
-        chance = {f"chance_R@{k}": min(k / num_samples, 1.0) for k in ks}
-        for view, similarity in fused_similarities(images, text_feats, embeddings, fusion).items():
-            metrics[view].update({**recall_from_similarity(similarity, owners, ks), **chance})
+        for view, recall in _retrieval_metrics(images, text_feats, owners, embeddings, fusion, ks).items():
+            metrics[view].update(recall)
     return metrics
+
+
+def _task_labels(name: str, task: TaskLike, kept: Tensor | None, num_samples: int) -> Tensor:
+    """The task's labels ``(N,)`` of the images encoded (``kept``: the readable ones), checked."""
+    try:
+        labels = torch.as_tensor(task.labels)
+        return check_labels(labels if kept is None else labels[kept], num_samples, len(task.classnames))
+    except ValueError as err:
+        raise ValueError(f"task {name!r}: {err}") from err
+
+
+def _retrieval_metrics(
+    images: Mapping[str, Tensor],
+    text_feats: Mapping[str, Tensor],
+    owners: Tensor,
+    embeddings: Sequence[str],
+    fusion: Sequence[float],
+    ks: Sequence[int],
+) -> dict[str, dict[str, float]]:
+    """``{view: {recall@k ..., chance_R@k ...}}`` of image embeddings ``(N, D)`` and caption embeddings ``(M, D)``.
+
+    ``owners`` ``(M,)``: the image each caption describes.
+    """
+    num_samples = next(iter(images.values())).shape[0]
+    chance = {f"chance_R@{k}": min(k / num_samples, 1.0) for k in ks}
+    return {
+        view: {**recall_from_similarity(similarity, owners, ks), **chance}
+        for view, similarity in fused_similarities(images, text_feats, embeddings, fusion).items()
+    }
 
 
 def evaluate(

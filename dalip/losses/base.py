@@ -32,7 +32,8 @@ from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
-__all__ = ["FEATURE_KEYS", "AlignmentLoss", "Order", "PairLoss", "feature_pair", "require", "scalar", "weighted_sum"]
+__all__ = ["FEATURE_KEYS", "AlignmentLoss", "Order", "PairLoss", "feature_pair", "required_output", "scalar",
+           "weighted_sum"]
 
 Outputs = Mapping[str, Any]
 Order = Literal["first", "second"]
@@ -45,7 +46,7 @@ FEATURE_KEYS: dict[str, tuple[str, str]] = {
 }
 
 
-def require(outputs: Outputs, key: str, owner: str, why: str = "") -> Any:
+def required_output(outputs: Outputs, key: str, owner: str, why: str = "") -> Any:
     """``outputs[key]``, or a ValueError naming the missing key (None counts as missing)."""
     value = outputs.get(key)
     if value is None:
@@ -55,7 +56,7 @@ def require(outputs: Outputs, key: str, owner: str, why: str = "") -> Any:
 
 def scalar(outputs: Outputs, key: str, owner: str, why: str = "") -> Tensor | float:
     """A required scalar such as ``logit_scale``: a number or a one-element tensor."""
-    value = require(outputs, key, owner, why)
+    value = required_output(outputs, key, owner, why)
     if isinstance(value, Tensor) and value.numel() != 1:
         raise ValueError(f"{owner}: {key} must be a scalar, got shape {tuple(value.shape)}")
     return value
@@ -65,7 +66,7 @@ def feature_pair(outputs: Outputs, order: Order, owner: str) -> tuple[Tensor, Te
     """The (image, text) embeddings of one statistic, checked to be (b, d) with equal b and d."""
     keys = FEATURE_KEYS[order]
     why = " (order='second' needs a model with a second-order head)" if order == "second" else ""
-    img, txt = (require(outputs, key, owner, why) for key in keys)
+    img, txt = (required_output(outputs, key, owner, why) for key in keys)
     for key, x in zip(keys, (img, txt)):
         if not isinstance(x, Tensor) or x.ndim != 2:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dalip.losses.base import FEATURE_KEYS, AlignmentLoss, Order, Outputs, require
+from dalip.losses.base import FEATURE_KEYS, AlignmentLoss, Order, Outputs, required_output
 from dalip.losses.factory import register_loss
 
 __all__ = ["SupConLoss", "supervised_contrastive"]
@@ -72,8 +72,8 @@ class SupConLoss(AlignmentLoss):
         self.temperature, self.normalize = temperature, normalize
 
     def value(self, outputs: Outputs) -> Tensor:
-        z = require(outputs, self.key, "intra_modal")
-        labels = require(outputs, "labels", "intra_modal", " (pass labels=(B,) class labels)")
+        z = required_output(outputs, self.key, "intra_modal")
+        labels = required_output(outputs, "labels", "intra_modal", " (pass labels=(B,) class labels)")
         if not isinstance(z, Tensor) or z.ndim != 2:
             raise ValueError(f"intra_modal: {self.key} must have shape (B, D), got {getattr(z, 'shape', z)}")
         if not isinstance(labels, Tensor) or labels.shape != z.shape[:1]:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dalip.models.head_spec import HeadSpec
 from dalip.models.heads import PooledHead
 from dalip.models.tokens import (
     TowerOutput,
@@ -21,16 +22,6 @@ from dalip.models.tokens import (
 __all__ = ["DALIPModel", "Embedding", "fuse_orders"]
 
 Embedding = Literal["combined", "first", "second"]
-TOWERS = ("image", "text")
-
-
-def _per_tower(value: Any, what: str) -> dict[str, Any]:
-    """``x`` or ``{"image": x, "text": y}`` -> ``{"image": ..., "text": ...}``."""
-    if isinstance(value, Mapping) and value and set(value) <= set(TOWERS):
-        return {t: value.get(t) for t in TOWERS}
-    if isinstance(value, Mapping) and set(value) & set(TOWERS):
-        raise ValueError(f"{what}: mix of per-tower keys and other keys: {sorted(value)}")
-    return {t: value for t in TOWERS}
 
 
 def fuse_orders(first: Tensor, second: Tensor, alpha: float) -> Tensor:
@@ -62,19 +53,17 @@ class DALIPModel(nn.Module):
     Args:
         clip: any open_clip ``CLIP`` / ``CustomTextCLIP`` model.
         embed_dim: the shared embedding width E (the towers' output width).
-        first_order: ``"tower"`` (the tower's own pooled output, as in CLIP) or a
-            pooler name (``"mean"``, ``"cls"``) applied to the tokens; one value or
-            ``{"image": ..., "text": ...}``.
-        second_order: a pooler name (``"mbdc"``, ``"cov"``, ``"bdc"`` ...) or
-            None for plain CLIP; one value or per tower.
-        second_options: pooler options, shared or ``{"image": {...}, "text": {...}}``.
-        alpha: weight of the first-order similarity in the combined embedding
-            returned by `encode_image` / `encode_text`.
-        alpha_learnable: learn alpha with the loss, as ``sigmoid(alpha_logit)``
-            initialised at ``alpha`` (output key ``alpha``, which the
-            ``distribution`` loss then uses as its first-order weight).
-        separate_second_scale: a second learnable logit scale for the second-order
-            pair (output key ``second_logit_scale``).
+        first_order, second_order, second_options, alpha, separate_second_scale, alpha_learnable:
+            the head options, defined and checked by `HeadSpec` (one value or
+            ``{"image": ..., "text": ...}`` for the first three). ``alpha`` weighs the
+            first-order similarity in the combined embedding of `encode_image` /
+            `encode_text`; a learnable alpha is ``sigmoid(alpha_logit)`` (output key
+            ``alpha``, which the ``distribution`` loss uses as its first-order weight);
+            ``separate_second_scale`` adds the output key ``second_logit_scale``.
+
+    Raises:
+        ValueError: an invalid head option (see `HeadSpec.check`).
+        UnknownComponentError: an unknown pooler.
 
     ``model(images, texts)`` returns a dict with stable keys ``image_features``,
     ``text_features`` (first order, L2-normalised, ``(B, E)``), ``image_second``,
@@ -95,33 +84,27 @@ class DALIPModel(nn.Module):
         alpha_learnable: bool = False,
     ) -> None:
         super().__init__()
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        if alpha_learnable and not 0.0 < alpha < 1.0:
-            raise ValueError(f"a learnable alpha starts strictly inside (0, 1) (its logit is trained), got {alpha}")
+        head_spec = HeadSpec(first_order, second_order, second_options or {}, alpha, separate_second_scale,
+                             alpha_learnable)
+        head_spec.check()
+        tower_heads = head_spec.per_tower()
         self.clip, self.embed_dim, self._alpha = clip, embed_dim, alpha
         self.image_kind, self.text_kind = image_tower_kind(clip.visual), text_tower_kind(clip)
-        firsts = _per_tower(first_order, "first_order")
-        seconds = _per_tower(second_order, "second_order")
-        options = _per_tower(second_options or {}, "second_options")
         kinds = {"image": self.image_kind, "text": self.text_kind}
         self.first_heads = nn.ModuleDict()
         self.second_heads = nn.ModuleDict()
-        for tower in TOWERS:
+        for tower, heads in tower_heads.items():
             width = _token_width(clip, tower, kinds[tower])
-            if firsts[tower] not in ("tower", None):
-                self.first_heads[tower] = PooledHead(firsts[tower], width, embed_dim)
-            if seconds[tower] is not None:
-                self.second_heads[tower] = PooledHead(seconds[tower], width, embed_dim, options[tower])
-        if len(self.second_heads) == 1:
-            raise ValueError(f"second_order is set for one tower only ({list(self.second_heads)}); set both or neither")
+            if heads.first_order not in ("tower", None):
+                self.first_heads[tower] = PooledHead(heads.first_order, width, embed_dim)
+            if heads.second_order is not None:
+                self.second_heads[tower] = PooledHead(heads.second_order, width, embed_dim, heads.second_options)
         self.second_logit_scale = (
             nn.Parameter(torch.tensor(math.log(1 / 0.07))) if separate_second_scale and self.second_heads else None
         )
-        if alpha_learnable and not self.second_heads:
-            raise ValueError("alpha_learnable needs second-order heads (alpha weighs first against second order)")
         self.alpha_logit = nn.Parameter(torch.logit(torch.tensor(alpha))) if alpha_learnable else None
-        self.first_order, self.second_order = firsts, seconds
+        self.first_order = {t: heads.first_order for t, heads in tower_heads.items()}
+        self.second_order = {t: heads.second_order for t, heads in tower_heads.items()}
 
     @property
     def alpha(self) -> float:
@@ -141,6 +124,7 @@ class DALIPModel(nn.Module):
 
     @property
     def has_second_order(self) -> bool:
+        """True when the towers have second-order heads."""
         return len(self.second_heads) > 0
 
     # ------------------------------------------------------------------ towers

@@ -42,4 +42,5 @@ class PooledHead(nn.Module):
         self.proj = nn.Identity() if out == embed_dim else nn.Linear(out, embed_dim, bias=False)
 
     def forward(self, tower: TowerOutput) -> Tensor:
+        """The pooled, projected embedding ``(B, E)`` of a tower's tokens ``(B, N, C)`` (with their mask and guide)."""
         return self.proj(self.pooler(tower.tokens, mask=tower.mask, guide=tower.guide))

@@ -2,8 +2,8 @@
 
 A checkpoint holds the model, optimizer and scheduler states, the step, the
 RNG states and the resolved config, so ``--resume`` continues the run exactly.
-It is written to a temporary file in the same folder, flushed to disk, then
-renamed into place: a kill at any moment leaves whole checkpoints, never a torn file.
+It is written with `dalip.io.atomic_write` (a temporary file in the same folder, flushed
+to disk, then renamed into place): a kill at any moment leaves whole checkpoints, never a torn file.
 
 A run folder keeps the last ``run.keep_checkpoints`` checkpoints: ``checkpoint.pt``
 is the newest (the documented path for ``dalip eval`` / ``dalip export``), the older
@@ -28,23 +28,16 @@ from typing import Any
 import torch
 
 from dalip.errors import CorruptCheckpointError
-from dalip.io import atomic_write, atomic_write_text, fsync_dir, write_synced
+from dalip.io import atomic_write, atomic_write_text
 
 __all__ = [
-    "CHECKPOINT", "atomic_save", "capture_rng", "discard_corrupt_checkpoints",
+    "CHECKPOINT", "atomic_save", "capture_rng", "checkpoint_step", "discard_corrupt_checkpoints",
     "list_checkpoints", "load_training_checkpoint", "restore_rng", "save_training_checkpoint",
 ]
 
 CHECKPOINT = "checkpoint.pt"
 """File name of a run's newest checkpoint."""
 _OLDER = re.compile(r"checkpoint-step(\d+)\.pt")
-
-
-_fsync_dir = fsync_dir
-
-
-def _write_synced(obj: Any, path: Path) -> None:
-    write_synced(path, lambda f: torch.save(obj, f))
 
 
 def _tensor_bytes(obj: Any) -> int:
@@ -115,7 +108,7 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
     return newest + [p for _, p in older]
 
 
-def _step_of(path: Path) -> int | None:
+def checkpoint_step(path: str | Path) -> int | None:
     """The step of a checkpoint, read lazily (mmap: no tensor is loaded); None if unreadable."""
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
@@ -148,30 +141,28 @@ def save_training_checkpoint(state: dict[str, Any], folder: str | Path, keep: in
     folder.mkdir(parents=True, exist_ok=True)
     newest = folder / CHECKPOINT
     _check_disk_space(state, folder)
-    tmp = folder / f".{CHECKPOINT}.tmp-{os.getpid()}"
-    try:
-        _write_synced(state, tmp)
-        digest = _sha256(tmp)
-        if newest.is_file():
-            step = _step_of(newest)
-            recorded = _recorded_digest(newest)
-            if step is None:  # unreadable: keep it for inspection, never as a candidate
-                os.replace(newest, newest.with_name(newest.name + ".corrupt"))
-            else:
-                older = folder / f"checkpoint-step{step}.pt"
-                if recorded:
-                    _write_sidecar(older, recorded)
-                os.replace(newest, older)
-            _sidecar(newest).unlink(missing_ok=True)
-        _write_sidecar(newest, digest)
-        os.replace(tmp, newest)
-        _fsync_dir(folder)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(newest, lambda f: torch.save(state, f), before_replace=lambda tmp: _make_room(newest, _sha256(tmp)))
     for stale in list_checkpoints(folder)[keep:]:
         stale.unlink(missing_ok=True)
         _sidecar(stale).unlink(missing_ok=True)
     return newest
+
+
+def _make_room(newest: Path, digest: str) -> None:
+    """Move the current ``newest`` aside (to ``checkpoint-step<N>.pt``, or ``.corrupt`` when unreadable) and
+    record ``digest``, the checksum of the new checkpoint about to take its name."""
+    if newest.is_file():
+        step = checkpoint_step(newest)
+        recorded = _recorded_digest(newest)
+        if step is None:  # unreadable: keep it for inspection, never as a candidate
+            os.replace(newest, newest.with_name(newest.name + ".corrupt"))
+        else:
+            older = newest.with_name(f"checkpoint-step{step}.pt")
+            if recorded:
+                _write_sidecar(older, recorded)
+            os.replace(newest, older)
+        _sidecar(newest).unlink(missing_ok=True)
+    _write_sidecar(newest, digest)
 
 
 def _verify(path: Path) -> None:
@@ -250,7 +241,7 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     _verify(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - name the file and the reason
+    except Exception as err:  # name the file and the reason
         raise CorruptCheckpointError(f"cannot read checkpoint {path}: {err}") from err
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise ValueError(f"{path} is not a dalip training checkpoint (no model/step)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import dalip.data as dalip_data
@@ -17,10 +18,11 @@ def run_eval_sets(config: TrainConfig, model: Any = None) -> dict:
 
 
 def eval_image_transform(config: TrainConfig, model: Any = None) -> Any:
-    """uint8 ``(N, H, W, 3)`` -> normalised float ``(N, 3, S, S)`` with the run's preprocessing."""
-    from functools import partial
+    """uint8 ``(N, H, W, 3)`` -> normalised float ``(N, 3, S, S)`` with the run's preprocessing.
 
-
+    The spec's ``image_size`` / ``mean`` / ``std``, else the model's, else the fallback
+    (`dalip.data.transforms.FALLBACK_MEAN`: see `dalip.data.DatasetSpec.preprocess`).
+    """
     size, mean, std = make_spec(config, model).preprocess
     return partial(to_float_images, image_size=size, mean=mean, std=std)
 

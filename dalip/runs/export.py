@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from dalip.models.export import export_model
-from dalip.models.factory import get_tokenizer
+from dalip.models import export_model, get_tokenizer
 from dalip.runs.load import load_run
 
 
@@ -17,9 +17,6 @@ def export_run(
     ``alpha`` (e.g. a weight chosen off a fusion curve) replaces the run's fusion weight
     of the ``combined`` embedding, learned or not.
     """
-    import dataclasses
-
-
     model, config = load_run(checkpoint, [f"model.alpha={alpha}"] if alpha is not None else None)
     return export_model(
         model, dataclasses.asdict(config.model), output, tokenizer=get_tokenizer(config.model.name),

@@ -27,7 +27,7 @@ from typing import Self
 import yaml
 
 from dalip.errors import ConfigError, RunFolderError
-from dalip.runs.checkpoint import _step_of, discard_corrupt_checkpoints
+from dalip.runs.checkpoint import checkpoint_step, discard_corrupt_checkpoints
 from dalip.runs.config import TrainConfig, config_from_dict, config_to_dict
 
 __all__ = [
@@ -214,7 +214,7 @@ def check_resume_config(folder: str | Path, config: TrainConfig) -> None:
             f"--resume {folder}: the requested config changes settings of the run ({'; '.join(refused)}); "
             f"resume with the run's own config (omit --config) or start a new run (another --output, or --overwrite)"
         )
-    step = _step_of(newest) if newest is not None else None
+    step = checkpoint_step(newest) if newest is not None else None
     if step is not None and config.optim.steps < step:
         raise RunFolderError(f"--resume {folder}: optim.steps={config.optim.steps} is below the step of its "
                              f"checkpoint ({step})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -11,7 +12,27 @@ from dalip.runs.checkpoint import load_training_checkpoint
 from dalip.runs.config import TrainConfig, config_from_dict, parse_overrides
 from dalip.runs.model import build_model
 
-__all__ = ["load_run"]
+__all__ = ["load_run", "read_run"]
+
+
+def read_run(checkpoint_path: str | Path, overrides: list[str] | None = None) -> tuple[dict[str, Any], TrainConfig]:
+    """The checkpoint state (checksum verified, no model built) and the run config of a ``dalip train`` checkpoint.
+
+    Args:
+        checkpoint_path: a ``checkpoint.pt`` written by ``dalip train``.
+        overrides: config overrides (``section.key=value``) applied to the stored config.
+
+    Returns:
+        ``(state, config)``: the checkpoint dict (``model``, ``step``, ``config``, ...) and the config.
+
+    Raises:
+        FileNotFoundError: no checkpoint at the path.
+        ValueError: not a dalip training checkpoint (``ConfigError`` for a bad stored config).
+    """
+    state = load_training_checkpoint(checkpoint_path)
+    if "config" not in state:
+        raise ValueError(f"{checkpoint_path} holds no run config; it was not written by dalip train")
+    return state, config_from_dict(state["config"], overrides)
 
 
 def load_run(checkpoint_path: str | Path, overrides: list[str] | None = None) -> tuple[DALIPModel, TrainConfig]:
@@ -39,10 +60,7 @@ def load_run(checkpoint_path: str | Path, overrides: list[str] | None = None) ->
         ValueError: not a dalip training checkpoint (``ConfigError`` for a bad stored config).
     """
 
-    state = load_training_checkpoint(checkpoint_path)
-    if "config" not in state:
-        raise ValueError(f"{checkpoint_path} holds no run config; it was not written by dalip train")
-    config = config_from_dict(state["config"], overrides)
+    state, config = read_run(checkpoint_path, overrides)
     model = build_model(config, load_weights=False)
     weights = dict(state["model"])
     learned = weights.pop("alpha_logit", None) if model.alpha_logit is None else None  # alpha_learnable=false given

@@ -6,7 +6,7 @@ dalip interpolate --start init --end runs/ft/checkpoint.pt --output runs/interp
 ```
 """
 
-from dalip.sweep.aggregate import Row, collect, summarise, sweep_markdown, write_tables
+from dalip.sweep.aggregate import Row, collect, summarise_runs, sweep_markdown, write_tables
 from dalip.sweep.runner import Run, plan_runs, run_sweep
 from dalip.sweep.spec import SMOKE_OVERRIDES, SweepSpec, load_sweep
 
@@ -19,7 +19,7 @@ __all__ = [
     "load_sweep",
     "plan_runs",
     "run_sweep",
-    "summarise",
+    "summarise_runs",
     "sweep_markdown",
     "write_tables",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 from dalip._markdown import markdown_table
 from dalip.io import atomic_write_text
 
-__all__ = ["Row", "collect", "summarise", "sweep_markdown", "write_csv", "write_tables"]
+__all__ = ["Row", "collect", "summarise_runs", "sweep_markdown", "write_csv", "write_tables"]
 
 _MAIN = re.compile(r"(^|/)top\d+$|^(image_to_text|text_to_image)_R@\d+$")  # accuracies and recalls (chance_* / counts excluded)
 
@@ -61,7 +61,7 @@ def collect(runs: Iterable[tuple[str, int, Path]]) -> dict[tuple[str, int], dict
     return found
 
 
-def summarise(results: dict[tuple[str, int], dict]) -> list[Row]:
+def summarise_runs(results: dict[tuple[str, int], dict]) -> list[Row]:
     """Rows in first-seen order of variant, embedding, subset."""
     grouped: dict[tuple[str, str, str], list[tuple[int, dict]]] = {}
     for (variant, seed), result in results.items():

@@ -26,14 +26,14 @@ import torch
 from torch import Tensor
 
 from dalip.errors import ConfigError
-from dalip.models import get_tokenizer
+from dalip.models import DALIPModel, get_tokenizer
 from dalip.models.checkpoint import read_state_dict
 from dalip.runs import build_model
-from dalip.runs.checkpoint import load_training_checkpoint
-from dalip.runs.config import TrainConfig, config_from_dict
+from dalip.runs.config import TrainConfig
 from dalip.runs.data import run_eval_sets, zero_shot_sets
 from dalip.runs.evaluate import evaluate_run
-from dalip.sweep.aggregate import collect, summarise, write_tables
+from dalip.runs.load import read_run
+from dalip.sweep.aggregate import collect, summarise_runs, write_tables
 from dalip.sweep.plots import headline_embedding, plot_tradeoff
 
 __all__ = ["blend", "initial_state", "interpolate_and_evaluate", "start_state"]
@@ -128,31 +128,59 @@ def interpolate_and_evaluate(
         raise ConfigError(f"interpolation ratios must be in [0, 1], got {bad}")
     if not Path(end).is_file():
         raise FileNotFoundError(f"end checkpoint not found: {end}")
-    state = load_training_checkpoint(end)
-    config = config_from_dict(state["config"], overrides)
+    state, config = read_run(end, overrides)
     end_weights: dict[str, Tensor] = state["model"]
     start_weights, filled = start_state(start, config, end_weights)
     if filled:
         print(f"{len(filled)} tensors absent from {start} start from the end run's step-0 weights: {filled[:4]} ...")
     model = build_model(config, load_weights=False)  # every weight comes from the blend
-    tokenizer, eval_sets = get_tokenizer(config.model.name), run_eval_sets(config, model)
-    names = [*eval_sets, *zero_shot_sets(config)]
-    unknown = [s for s in (domain, general) if s is not None and s not in names]
-    if unknown:  # before any evaluation, not after all of them
-        raise ConfigError(f"--domain/--general: eval set(s) {unknown} are not in the run; its sets: {names}")
+    eval_sets = _checked_eval_sets(config, model, domain, general)
     output.mkdir(parents=True, exist_ok=True)
-    folders, results = [], {}
-    for i, t in enumerate(sorted(set(ratios))):
-        print(f"[interpolate {i + 1}/{len(set(ratios))}] t = {t:g}", flush=True)
-        model.load_state_dict(blend(start_weights, end_weights, t))
-        folder = output / f"ratio_{t:g}"
-        results = evaluate_run(model.eval(), tokenizer, eval_sets, config, folder / "eval.json")
-        folders.append((f"t={t:g}", 0, folder))
-    domain, general, metric = _tradeoff_axes(results, domain, general, metric)
-    rows = summarise(collect(folders))
+    folders, results = _evaluate_blends(model, config, eval_sets, (start_weights, end_weights), ratios, output)
     notes = [f"start: `{start}`", f"end: `{end}`", "theta(t) = (1 - t) start + t end"]
     if filled:
         notes.append(f"{len(filled)} tensors absent from the start model start from the end run's step-0 weights")
+    return _write_report(folders, output, notes, _tradeoff_axes(results, domain, general, metric))
+
+
+def _checked_eval_sets(config: TrainConfig, model: DALIPModel, domain: str | None, general: str | None) -> dict:
+    """The run's eval sets, after checking that ``--domain`` / ``--general`` name sets of the run.
+
+    The check comes before any evaluation, not after all of them.
+    """
+    eval_sets = run_eval_sets(config, model)
+    names = [*eval_sets, *zero_shot_sets(config)]
+    unknown = [s for s in (domain, general) if s is not None and s not in names]
+    if unknown:
+        raise ConfigError(f"--domain/--general: eval set(s) {unknown} are not in the run; its sets: {names}")
+    return eval_sets
+
+
+def _evaluate_blends(
+    model: DALIPModel, config: TrainConfig, eval_sets: dict, weights: tuple[dict[str, Tensor], dict[str, Tensor]],
+    ratios: Sequence[float], output: Path,
+) -> tuple[list[tuple[str, int, Path]], dict]:
+    """Evaluate ``model`` with the blend of the (start, end) ``weights`` at every ratio into ``ratio_<t>/eval.json``.
+
+    Returns:
+        ``(label, seed, folder)`` of every ratio (for `collect`) and the last ratio's results.
+    """
+    tokenizer = get_tokenizer(config.model.name)
+    folders, results = [], {}
+    for i, t in enumerate(sorted(set(ratios))):
+        print(f"[interpolate {i + 1}/{len(set(ratios))}] t = {t:g}", flush=True)
+        model.load_state_dict(blend(*weights, t))
+        folder = output / f"ratio_{t:g}"
+        results = evaluate_run(model.eval(), tokenizer, eval_sets, config, folder / "eval.json")
+        folders.append((f"t={t:g}", 0, folder))
+    return folders, results
+
+
+def _write_report(folders: list[tuple[str, int, Path]], output: Path, notes: list[str],
+                  axes: tuple[str, str, str]) -> list[Path]:
+    """``interpolation.md/.csv`` (every ratio's results) and ``interpolation.png`` (the trade-off along ``axes``)."""
+    domain, general, metric = axes
+    rows = summarise_runs(collect(folders))
     md, csv = write_tables(rows, output, "interpolation", "Weight interpolation", notes)
     label = f"{metric} top-1" if not metric.endswith("top1") else metric
     png = plot_tradeoff(_tradeoff_points(rows, metric, domain, general), output / "interpolation.png",

@@ -64,7 +64,7 @@ def plot_sweep(rows: Sequence[Row], path: Path, metric_suffix: str = "/top1") ->
 def plot_fusion_sweep(rows: Sequence[Row], path: Path) -> Path:
     """Fusion curves of a sweep: a panel per (subset, task), a line per variant, mean +- std band over seeds.
 
-    ``rows`` are the `summarise` rows of the ``fusion@<a>`` entries; each panel draws
+    ``rows`` are the `summarise_runs` rows of the ``fusion@<a>`` entries; each panel draws
     every zero-shot top-1 and image -> text R@1 against the weight ``a``.
     """
 

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
@@ -24,9 +23,6 @@ from dalip.runs.config import TrainConfig, config_to_dict, save_config
 from dalip.sweep.spec import SMOKE_OVERRIDES, SweepSpec
 from dalip.train import train
 from dalip.train.frozen_cache import FrozenCachePool
-
-if TYPE_CHECKING:
-    from dalip.train.frozen_cache import FrozenCachePool
 
 __all__ = ["Run", "plan_runs", "run_sweep"]
 

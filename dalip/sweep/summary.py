@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dalip.eval.fusion import only_fusion, without_fusion
-from dalip.sweep.aggregate import collect, summarise, write_tables
+from dalip.sweep.aggregate import collect, summarise_runs, write_tables
 from dalip.sweep.plots import plot_fusion_sweep, plot_sweep
 from dalip.sweep.runner import Run
 
@@ -25,14 +25,14 @@ def summarise_sweep(runs: Sequence[Run], output: Path, title: str, notes: Sequen
     missing = [r.name for r in runs if (r.variant, r.seed) not in results]
     if missing:
         notes = [*notes, f"missing runs (not in the table): {', '.join(missing)}"]
-    rows = summarise({key: without_fusion(r) for key, r in results.items()})
+    rows = summarise_runs({key: without_fusion(r) for key, r in results.items()})
     md, csv = write_tables(rows, output, "results", title, notes)
     written = [md, csv, plot_sweep(rows, output / "results.png")]
     curves = {key: fusion for key, r in results.items() if (fusion := only_fusion(r))}
     if curves:  # eval.fusion: the curves get their own tables and plot
-        fusion_rows = summarise(curves)
-        fusion_notes = [*notes, "rows fusion@a: every metric at the similarity a * s_first + (1 - a) * s_second "
-                        "(fusion@1 = first order, fusion@0 = second order, fusion@alpha = combined)"]
+        fusion_rows = summarise_runs(curves)
+        fusion_notes = [*notes, ("rows fusion@a: every metric at the similarity a * s_first + (1 - a) * s_second "
+                                 "(fusion@1 = first order, fusion@0 = second order, fusion@alpha = combined)")]
         written += [*write_tables(fusion_rows, output, "fusion", f"{title}: fusion curves", fusion_notes),
                     plot_fusion_sweep(fusion_rows, output / "fusion.png")]
     return written

@@ -9,8 +9,9 @@ a resumed run starts the loader at the batch it stopped at.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch

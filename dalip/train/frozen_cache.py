@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
@@ -47,9 +48,7 @@ from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
-from dalip.data.kinds.folder import LabelledCaptions
-from dalip.data.twemoji.captions import CAPTION_TEMPLATES
-from dalip.data.twemoji.dataset import TwemojiCaptions
+from dalip.data.batch import CaptionVariants
 from dalip.errors import ConfigError
 from dalip.models import DALIPModel
 from dalip.models.tokens import TowerOutput
@@ -288,19 +287,17 @@ def collate_keyed(samples: Sequence[tuple[int, str] | None]) -> KeyedBatch:
 def caption_variants(dataset: Dataset, index: int) -> list[str] | None:
     """Every caption ``dataset[index]`` can draw, or None when the dataset does not say.
 
-    Known: Twemoji's caption templates, a labelled folder's prompt templates (also inside
-    a ``ConcatDataset``). Otherwise (a CSV's fixed caption, an unknown dataset) the
-    build pass's caption is cached and any other one is encoded on first use.
+    Known for a dataset with `dalip.data.batch.CaptionVariants` (captions from templates:
+    the embedded data's caption templates, a labelled folder's prompts), also inside a
+    ``ConcatDataset``. Otherwise (a CSV's fixed caption, an unknown dataset) the build
+    pass's caption is cached and any other one is encoded on first use.
     """
-
     if isinstance(dataset, ConcatDataset):
         part = bisect.bisect_right(dataset.cumulative_sizes, index)
         start = dataset.cumulative_sizes[part - 1] if part else 0
         return caption_variants(dataset.datasets[part], index - start)
-    if isinstance(dataset, TwemojiCaptions):
-        return [dataset.caption(index, t) for t in range(len(CAPTION_TEMPLATES))]
-    if isinstance(dataset, LabelledCaptions):
-        return [dataset.caption(index, t) for t in range(len(dataset.templates))]
+    if isinstance(dataset, CaptionVariants):
+        return list(dataset.caption_variants(index))
     return None
 
 
@@ -470,8 +467,6 @@ class FrozenTowerCache:
             ConfigError: a tower's cached part has trainable parameters, or the dataset's
                 samples change between epochs (see `check_cacheable_dataset`).
         """
-        import time
-
         _check_cacheable(model, dataset)
         cache, start = cls(model, tokenizer, config, device), time.perf_counter()
         size = config.data.batch_size

@@ -360,7 +360,7 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
 
     A folder that already holds a run is refused unless ``resume`` or ``overwrite``
     is given, and ``output/.lock`` keeps a second process from writing the same run
-    (`dalip.train.run_folder`). A resumed run must keep every setting that alters
+    (`dalip.runs.folder`). A resumed run must keep every setting that alters
     it (`dalip.runs.folder.check_resume_config`).
 
     Args:

@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import Dataset
 
 from dalip.data.batch import Sample, decode_image
+from dalip.data.eval_sets import zero_shot_eval_set
 from dalip.data.labelled import LabelledImages, load_templates, read_labelled
 from dalip.data.spec import DatasetSpec, register_dataset
-from dalip.data.eval_sets import zero_shot_eval_set
 
 __all__ = ["FolderSpec", "LabelledCaptions"]
 
@@ -46,6 +46,10 @@ class LabelledCaptions(Dataset):
     def caption(self, item: int, template: int) -> str:
         """Caption ``template`` (an index into `templates`) of image ``item``."""
         return self.templates[template].replace("{}", self.data.classnames[self.data.labels[item]])
+
+    def caption_variants(self, item: int) -> list[str]:
+        """Every caption ``self[item]`` can draw, one per template (`dalip.data.batch.CaptionVariants`)."""
+        return [self.caption(item, t) for t in range(len(self.templates))]
 
     def __getitem__(self, item: int) -> Sample | None:
         image = decode_image(self.data.paths[item])

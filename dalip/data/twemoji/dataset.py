@@ -11,13 +11,14 @@ skin-tone variants); training uses every image of its concepts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from dalip.data.batch import Sample
 from dalip.data.eval_sets import EvalSet, ZeroShotTask
@@ -103,8 +104,13 @@ class TwemojiCaptions(Dataset):
         return len(self.indices)
 
     def caption(self, item: int, template: int) -> str:
+        """Caption ``template`` (an index into `CAPTION_TEMPLATES`) of image ``item``."""
         a, i = self.split.arrays, int(self.indices[item])
         return caption(a.names[i], a.subcategories[i], a.categories[i], template)
+
+    def caption_variants(self, item: int) -> list[str]:
+        """Every caption ``self[item]`` can draw, one per caption template (`dalip.data.batch.CaptionVariants`)."""
+        return [self.caption(item, t) for t in range(len(CAPTION_TEMPLATES))]
 
     def __getitem__(self, item: int) -> Sample:
         image = self.split.arrays.images[int(self.indices[item])]
@@ -178,12 +184,19 @@ class TwemojiSpec(DatasetSpec):
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
 
+    @classmethod
+    def from_location(cls, location: str, common: Mapping[str, Any]) -> TwemojiSpec | None:
+        """``"twemoji"`` (the general subset) or ``"twemoji:<subset>[,<subset>]"`` as a `mix_with` / `val` source."""
+        if location != "twemoji" and not location.startswith("twemoji:"):
+            return None
+        subsets = location.split(":", 1)[1].split(",") if ":" in location else ["general"]
+        return cls(subsets=subsets, **common)
+
     def split(self) -> TwemojiSplit:
+        """The cached arrays with every image's subset and side."""
         return twemoji_split(self.cache_dir, self.val_fraction)
 
     def _captions(self, subsets: Sequence[str]) -> Dataset:
-        from torch.utils.data import ConcatDataset
-
         split = self.split()
         # no flips for general emoji: letters, arrows and flags have a handedness
         parts = [TwemojiCaptions(split, [s], transform=self.train_transform(flip=(s == "domain"))) for s in subsets]

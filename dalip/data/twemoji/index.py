@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from dalip._optional import require
 
@@ -91,8 +92,6 @@ def load_emoji_image(path: str | Path, size: int = 72, background: int = 255) ->
         FileNotFoundError: the file does not exist.
         OSError: the file is not a readable image.
     """
-    from PIL import Image
-
     with Image.open(path) as image:
         rgba = image.convert("RGBA")
     canvas = Image.new("RGBA", rgba.size, (background, background, background, 255))
