@@ -17,7 +17,7 @@ from types import ModuleType
 from dalip._optional import MissingExtraError
 from dalip.cli import adapt, demo, export, sweep, train
 from dalip.cli import eval as eval_command
-from dalip.cli.allocator import keep_freed_memory
+from dalip.cli import allocator
 from dalip.errors import (
     ConfigError,
     CorruptCheckpointError,
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``dalip`` command line; returns the exit status (2 for a config or file error)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the CLI owns its process; data workers fork
 
-    keep_freed_memory()  # large per-step tensors reuse heap memory instead of fresh mmaps (dalip.cli.allocator)
+    allocator.keep_freed_memory()  # large per-step tensors reuse heap memory instead of fresh mmaps (dalip.cli.allocator)
     args = build_parser().parse_args(argv)
     try:
         check_output(args)

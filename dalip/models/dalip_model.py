@@ -53,13 +53,21 @@ class DALIPModel(nn.Module):
     Args:
         clip: any open_clip ``CLIP`` / ``CustomTextCLIP`` model.
         embed_dim: the shared embedding width E (the towers' output width).
-        first_order, second_order, second_options, alpha, separate_second_scale, alpha_learnable:
-            the head options, defined and checked by `HeadSpec` (one value or
-            ``{"image": ..., "text": ...}`` for the first three). ``alpha`` weighs the
-            first-order similarity in the combined embedding of `encode_image` /
-            `encode_text`; a learnable alpha is ``sigmoid(alpha_logit)`` (output key
-            ``alpha``, which the ``distribution`` loss uses as its first-order weight);
-            ``separate_second_scale`` adds the output key ``second_logit_scale``.
+        first_order: ``"tower"`` (the tower's own pooled output, as in CLIP) or a
+            pooler name (``"mean"``, ``"cls"``) applied to the tokens; one value or
+            ``{"image": ..., "text": ...}``.
+        second_order: a pooler name (``"mbdc"``, ``"cov"``, ``"bdc"`` ...) or
+            None for plain CLIP; one value or per tower.
+        second_options: pooler options, shared or ``{"image": {...}, "text": {...}}``.
+        alpha: weight of the first-order similarity in the combined embedding
+            returned by `encode_image` / `encode_text`.
+        separate_second_scale: a second learnable logit scale for the second-order
+            pair (output key ``second_logit_scale``).
+        alpha_learnable: learn alpha with the loss, as ``sigmoid(alpha_logit)``
+            initialised at ``alpha`` (output key ``alpha``, which the
+            ``distribution`` loss then uses as its first-order weight).
+
+    The head options are defined and checked by `HeadSpec`.
 
     Raises:
         ValueError: an invalid head option (see `HeadSpec.check`).

@@ -60,16 +60,16 @@ def create_model(
 ) -> DALIPModel:
     """Any open_clip model with first- and second-order heads (the weight routes: see the module docs).
 
-    The new heads start fresh; ``model.load_report`` (a `LoadReport`) says where the
-    weights came from and lists the fresh head tensors.
+    The heads (``first_order``, ``second_order``, ``second_options``, ``alpha``,
+    ``separate_second_scale``, ``alpha_learnable``) are `DALIPModel`'s, checked by `HeadSpec`;
+    they start fresh. ``model.load_report`` (a `LoadReport`) says where the weights came
+    from and lists the fresh head tensors.
 
     Args:
         model_name_or_config: a dalip config (``"effl0-minilm"``), an open_clip architecture
             (``"ViT-B-16"``), an ``hf-hub:`` / ``local-dir:`` name, an open_clip config dict or JSON file.
         pretrained: a hub tag of the architecture or a local checkpoint file (not with
             ``hf-hub:`` / ``local-dir:`` names, which carry their own weights).
-        first_order, second_order, second_options, alpha, separate_second_scale, alpha_learnable:
-            the heads, as `DALIPModel` takes them (see `HeadSpec`).
         pretrained_towers: load the weights the model's source provides; False builds the
             architecture only, e.g. to load a checkpoint holding every weight.
         pretrained_strict: a ``pretrained`` file must fill every tower weight; False loads

@@ -105,13 +105,13 @@ def towers_from_config(config: Mapping[str, Any], open_clip_kwargs: Mapping[str,
 
 def towers_from_named_config(name: str, pretrained_towers: bool, open_clip_kwargs: Mapping[str, Any]) -> Towers:
     """A dalip config (`MODEL_CONFIGS`), its towers loaded from their packages when ``pretrained_towers``."""
-    spec = MODEL_CONFIGS.create(name)
-    config = {**spec.build(pretrained_towers), **open_clip_kwargs}
+    named_model = MODEL_CONFIGS.create(name)
+    config = {**named_model.build(pretrained_towers), **open_clip_kwargs}
     with quiet_transformers():  # MiniLM's unused BERT pooler weights are expected
         clip = build_open_clip(config)
-    _set_preprocess(clip, spec.preprocess)
+    _set_preprocess(clip, named_model.preprocess)
     if pretrained_towers:
-        spec.load_towers(clip)
+        named_model.load_towers(clip)
     return Towers(clip, config, f"packages of {name!r}" if pretrained_towers else FRESH)
 
 
