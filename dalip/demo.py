@@ -46,7 +46,6 @@ def extract_tokens(images: np.ndarray, image_size: int = 224, batch_size: int = 
     """
     import timm
 
-
     trunk = load_efficientnet_lite0(timm.create_model("tf_efficientnet_lite0", num_classes=0)).eval()
     to_float = image_transform(image_size, mean=trunk.pretrained_cfg["mean"], std=trunk.pretrained_cfg["std"])
     chunks = []

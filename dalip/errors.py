@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError", "CorruptCheckpointError", "NonFiniteEmbeddingError", "NonFiniteLossError", "PretrainedMismatchError",
+    "RunFolderError",
+]
+
 
 class ConfigError(ValueError):
     """A malformed config: unknown key, wrong type, unknown component, bad value."""

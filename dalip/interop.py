@@ -107,7 +107,6 @@ def load_for_benchmark(
     """
 
     if _is_run_checkpoint(model_name):
-
         model, config = load_run(model_name)
         tokenizer = get_tokenizer(config.model.name)
     else:

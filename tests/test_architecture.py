@@ -148,3 +148,16 @@ def test_no_function_is_longer_than_60_lines():
                     long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} "
                                 f"({node.end_lineno - start + 1} lines)")
     assert long == [], "\n".join(long)
+
+
+def test_names_that_moved_keep_working_for_one_release():
+    import dalip.errors
+    import dalip.runs
+    import dalip.train
+
+    for name, home in [("load_run", dalip.runs), ("load_config", dalip.runs), ("TrainConfig", dalip.runs),
+                       ("build_model", dalip.runs), ("list_configs", dalip.runs), ("ConfigError", dalip.errors)]:
+        with pytest.warns(DeprecationWarning, match=f"dalip.train.{name} moved to"):
+            assert getattr(dalip.train, name) is getattr(home, name)
+    with pytest.raises(AttributeError):
+        dalip.train.no_such_name  # noqa: B018

@@ -418,27 +418,6 @@ def test_the_last_k_checkpoints_are_kept_with_checksums(tmp_path):
         load_config(TINY, ["run.keep_checkpoints=0"])
 
 
-def test_train_modules_import_without_cycles():
-    """No module of dalip.train imports another that imports it back (at any depth, function-level included)."""
-    import ast
-
-    folder = ROOT / "dalip" / "train"
-    graph: dict[str, set[str]] = {}
-    for path in folder.glob("*.py"):
-        names = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-                names.add(node.module.split(".")[0])
-        graph[path.stem] = {n for n in names if (folder / f"{n}.py").is_file()}
-
-    def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph.get(start, ()))
-
-    cycles = [m for m in graph if m != "__init__" and reaches(m, m, {m})]
-    assert not cycles, f"import cycles through {cycles}: {graph}"
-    assert "loop" not in graph["evaluate"] and "loop" not in graph["builders"]
-
-
 def test_interpolate_refuses_unknown_sets_before_evaluating(straight_run, tmp_path, capsys):
     out = tmp_path / "interp"
     code = main(["interpolate", "--start", "init", "--end", str(straight_run / "checkpoint.pt"),

@@ -15,9 +15,8 @@ from pathlib import Path
 from types import ModuleType
 
 from dalip._optional import MissingExtraError
-from dalip.cli import adapt, demo, export, sweep, train
+from dalip.cli import adapt, allocator, demo, export, sweep, train
 from dalip.cli import eval as eval_command
-from dalip.cli import allocator
 from dalip.errors import (
     ConfigError,
     CorruptCheckpointError,

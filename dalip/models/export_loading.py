@@ -10,7 +10,12 @@ from dalip.models.configs import MODEL_CONFIGS
 from dalip.models.dalip_model import DALIPModel
 from dalip.models.head_spec import HeadSpec
 from dalip.models.names import DALIP_CONFIG, DALIP_WEIGHTS, LOCAL_DIR, OPEN_CLIP_CONFIG, read_json
-from dalip.models.sources import add_heads, towers_from_config, towers_from_named_config, towers_from_open_clip
+from dalip.models.sources import (
+    add_heads,
+    towers_from_config,
+    towers_from_named_config,
+    towers_from_open_clip,
+)
 from dalip.models.tokenizers import tokenizer_for_name, tokenizer_from_config
 
 __all__ = ["export_tokenizer", "load_export", "read_export", "rebuildable_by_name"]

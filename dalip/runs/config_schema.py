@@ -54,9 +54,9 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    """Data: dataset spec (passed to ``dalip.data.DataSpec``) and loader settings."""
+    """Data: dataset spec (passed to ``dalip.data.DatasetSpec``) and loader settings."""
 
-    spec: dict = field(default_factory=dict)  # fields of dalip.data.DataSpec
+    spec: dict = field(default_factory=dict)  # fields of dalip.data.DatasetSpec
     batch_size: int = 64
     workers: int = 2
 

@@ -154,7 +154,6 @@ def build_data(config: TrainConfig, dist: DistInfo, model: Any = None, keyed: bo
     train_set = dalip_data.build_train_dataset(spec)
     samples, collate = train_set, dalip_data.collate
     if keyed:
-
         check_cacheable_dataset(train_set)
         samples, collate = KeyedSamples(train_set), collate_keyed
     batches = TrainBatches(samples, collate, config.data.batch_size, config.data.workers, config.run.seed, dist)

@@ -23,7 +23,6 @@ class MetricsLog:
         self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # drop steps after the checkpoint
         self.writer = None
         if tensorboard:
-
             require("tensorboard", "tensorboard", "run.tensorboard=true")
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(output / "tensorboard"))

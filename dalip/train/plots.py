@@ -24,7 +24,6 @@ def plot_run(metrics: list[dict], results: dict, path: str | Path) -> Path:
     left.set(xlabel="step", ylabel="loss", title="training loss")
     left.legend(fontsize=8)
 
-
     results = without_fusion(results)
     embeddings = list(results)
     groups = [  # (subset, task) pairs that have a top-1 accuracy
