@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 from dalip.data.batch import CaptionVariants
 from dalip.errors import ConfigError
 from dalip.models import DALIPModel
+from dalip.models.head_spec import TOWERS
 from dalip.models.tokens import TowerOutput
 from dalip.runs.config import TrainConfig, config_to_dict
 from dalip.train.builders import autocast, set_train_mode
@@ -62,7 +63,6 @@ __all__ = [
 ]
 
 FIELDS = tuple(f.name for f in fields(TowerOutput))  # tokens, mask, guide, pooled
-TOWERS = ("image", "text")
 
 
 # ------------------------------------------------------------------- checks
