@@ -105,7 +105,6 @@ def load_for_benchmark(
         the model (eval mode) with one-tensor ``encode_image`` / ``encode_text``, open_clip's
         eval transform for its preprocess cfg, and its tokenizer.
     """
-
     if _is_run_checkpoint(model_name):
         model, config = load_run(model_name)
         tokenizer = get_tokenizer(config.model.name)

@@ -44,7 +44,6 @@ def load_frozen_model(config: str | Path = "quickstart", checkpoint: str | Path 
     embeddings are random projections of the tokens. A ``checkpoint.pt`` from
     ``dalip train`` restores the trained heads and projection.
     """
-
     if checkpoint is not None:
         model, cfg = load_run(checkpoint)
         source = model.load_report.source

@@ -72,7 +72,6 @@ def check_output(args: argparse.Namespace) -> None:
     Raises:
         ConfigError: the path, or a folder above it, is a file; or a file output is a folder.
     """
-
     output = getattr(args, "output", None)
     if output is None:
         return

@@ -59,7 +59,6 @@ def check_args(args: argparse.Namespace) -> None:
         ConfigError: non-positive shots / views / steps / threads, a negative seed, a test
             fraction outside (0, 1), ``--dataset csv`` without ``--csv``.
     """
-
     for flag, values, low in (("--shots", args.shots, 1), ("--seeds", args.seeds, 0), ("--views", [args.views], 1),
                               ("--steps", [args.steps], 1), ("--threads", [args.threads or 1], 1)):
         bad = [v for v in values if v < low]
@@ -73,7 +72,6 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run_adapt(args: argparse.Namespace) -> int:
     """Run the benchmark described by the parsed ``dalip adapt`` arguments."""
-
     if args.smoke:
         args.shots, args.seeds, args.views, args.steps = SMOKE["shots"], SMOKE["seeds"], SMOKE["views"], SMOKE["steps"]
     check_args(args)

@@ -41,8 +41,11 @@ def source_kind(location: str) -> str:
     ``.csv`` / ``.tsv`` path), ``folder`` (a directory) or ``wds`` (anything else).
     """
     claimed = claimed_source(location, {})
-    if claimed is not None:
-        return claimed.kind
+    return claimed.kind if claimed is not None else _path_kind(location)
+
+
+def _path_kind(location: str) -> str:
+    """The generic kinds, by the path alone: csv (``.csv`` / ``.tsv``), folder (a directory), else wds."""
     first = location.split("::")[0]
     if Path(first).suffix.lower() in (".csv", ".tsv"):
         return "csv"
@@ -56,7 +59,7 @@ def source_spec(spec: DatasetSpec, location: str) -> DatasetSpec:
     claimed = claimed_source(location, spec.common_options())
     if claimed is not None:
         return claimed
-    kind = source_kind(location)
+    kind = _path_kind(location)
     if kind == spec.kind:  # same kind: keep its options (CSV columns, shuffle buffer ...)
         return dataclasses.replace(spec, train=location, mix_with=None, domain_fraction=None, val=None)
     return create_dataset(kind, train=location, **spec.common_options())
@@ -69,7 +72,6 @@ def build_train_dataset(spec: DatasetSpec) -> Dataset | IterableDataset:
     data, CSV, folders, their mixes) want ``shuffle=True``; iterable ones (shards or any
     mix with shards) shuffle themselves. Call ``set_epoch(epoch)`` where present.
     """
-
     if spec.domain_fraction is None:
         return spec.source()
     if spec.mix_with:

@@ -107,19 +107,17 @@ PilTransform = Callable[[Image.Image], Tensor]
 def model_preprocess(model: nn.Module) -> dict[str, Any]:
     """The model's open_clip preprocess config: ``size``, ``mean``, ``std`` ... (only the keys it sets).
 
-    As ``open_clip.get_model_preprocess_cfg`` of the model (or of a `DALIPModel`'s wrapped
+    ``open_clip.get_model_preprocess_cfg`` of the model (or of a `DALIPModel`'s wrapped
     ``model.clip``): ``visual.preprocess_cfg``, else the legacy ``visual.image_size`` /
     ``image_mean`` / ``image_std`` attributes; ``{}`` for a module without them (no fallbacks
     applied: see `FALLBACK_MEAN`).
     """
-    clip = getattr(model, "clip", model)
-    module = getattr(clip, "visual", clip)
-    config = dict(getattr(module, "preprocess_cfg", None) or {})
-    if not config:
-        legacy = {"size": "image_size", "mean": "image_mean", "std": "image_std"}
-        found = {key: getattr(module, name, None) for key, name in legacy.items()}
-        config = {key: value for key, value in found.items() if value is not None}
-    return config
+    from open_clip import get_model_preprocess_cfg
+
+    try:
+        return dict(get_model_preprocess_cfg(getattr(model, "clip", model)))
+    except AttributeError:  # a bare module without open_clip's image_size attribute
+        return {}
 
 
 def model_transform(model: nn.Module) -> PilTransform:

@@ -105,7 +105,6 @@ def to_float_images(
     and differs), then ``(x / 255 - mean) / std`` (scalars or per-channel triples;
     the default 0.5 is `dalip.data.image_transform`'s: pixels in [-1, 1]).
     """
-
     x = torch.as_tensor(np.asarray(images)) if not isinstance(images, Tensor) else images
     if x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"uint8 images must have shape (N, H, W, 3), got {tuple(x.shape)}")
@@ -228,7 +227,6 @@ def encode_images(
     ``batch_size`` do not apply to them); afterwards their ``kept`` says which
     images were readable (the rows of the result).
     """
-
     if isinstance(images, StreamedImages):
         batches = images.batches(images.transform or model_transform(model))
         total: int | None = -(-len(images) // images.batch_size)

@@ -36,7 +36,6 @@ def format_results(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> st
     Cells are percentages with the chance level in parentheses, e.g. ``51.2 (2.5)``;
     ``-`` where a subset lacks the metric.
     """
-
     rows = [(e, subset, m) for e, subsets in without_fusion(results).items() for subset, m in subsets.items()]
     columns = list(dict.fromkeys(k for *_, m in rows for k in m if _MAIN.search(k)))
     cells = [[e, subset, m.get("num_samples", "-"), *(_cell(m, c) for c in columns)] for e, subset, m in rows]

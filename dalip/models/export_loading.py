@@ -10,12 +10,7 @@ from dalip.models.configs import MODEL_CONFIGS
 from dalip.models.dalip_model import DALIPModel
 from dalip.models.head_spec import HeadSpec
 from dalip.models.names import DALIP_CONFIG, DALIP_WEIGHTS, LOCAL_DIR, OPEN_CLIP_CONFIG, read_json
-from dalip.models.sources import (
-    add_heads,
-    towers_from_config,
-    towers_from_named_config,
-    towers_from_open_clip,
-)
+from dalip.models.sources import add_heads, build_towers, towers_from_config
 from dalip.models.tokenizers import tokenizer_for_name, tokenizer_from_config
 
 __all__ = ["export_tokenizer", "load_export", "read_export", "rebuildable_by_name"]
@@ -54,11 +49,8 @@ def _rebuild_without_weights(data: dict[str, Any]) -> DALIPModel:
     """The export's model architecture, heads included: by name when it resolves here, else by its open_clip config."""
     section = data["model"]
     name, open_clip_kwargs = section["name"], section.get("open_clip", {})
-    if name in MODEL_CONFIGS:
-        towers = towers_from_named_config(name, False, open_clip_kwargs)
-    elif rebuildable_by_name(name):
-        towers = towers_from_open_clip(name, None, pretrained_towers=False, cache_dir=None,
-                                       open_clip_kwargs=open_clip_kwargs)
+    if rebuildable_by_name(name):
+        towers = build_towers(name, None, pretrained_towers=False, cache_dir=None, open_clip_kwargs=open_clip_kwargs)
     else:
         towers = towers_from_config(data["model_cfg"], {})
     return add_heads(towers, _export_heads(section))

@@ -85,6 +85,7 @@ def create_model(
     if is_dalip_export(model_name_or_config):
         return load_export(export_folder(model_name_or_config))
     heads = HeadSpec(first_order, second_order, second_options or {}, alpha, separate_second_scale, alpha_learnable)
+    heads.check()  # before any tower is built or downloaded
     checkpoint = pretrained if is_checkpoint_file(pretrained) else None
     hub_tag = str(pretrained) if pretrained is not None and checkpoint is None else None
     towers = build_towers(model_name_or_config, hub_tag, pretrained_towers=pretrained_towers, cache_dir=cache_dir,

@@ -81,10 +81,14 @@ class HeadSpec:
         return {f: getattr(self, f) for f in HEAD_FIELDS}
 
     def per_tower(self) -> dict[str, TowerHeads]:
-        """``{"image": TowerHeads, "text": TowerHeads}``; raises ValueError as `check` does for the shapes."""
+        """``{"image": TowerHeads, "text": TowerHeads}``; raises ValueError as `check` does for the shapes
+        (a mapping mixing tower keys with others, options that are no mapping)."""
         firsts = per_tower(self.first_order, "first_order")
         seconds = per_tower(self.second_order, "second_order")
         options = per_tower(self.second_options or {}, "second_options")
+        for tower in TOWERS:
+            if seconds[tower] is not None and options[tower] and not isinstance(options[tower], Mapping):
+                raise ValueError(f"second_options: {tower} options must be a mapping, got {options[tower]!r}")
         return {t: TowerHeads(firsts[t], seconds[t], dict(options[t] or {})) for t in TOWERS}
 
     @property

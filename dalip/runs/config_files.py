@@ -186,5 +186,4 @@ def config_to_dict(config: TrainConfig) -> dict:
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the fully resolved config as YAML (atomically: a kill never leaves a torn ``config.yaml``)."""
-
     atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -13,7 +13,6 @@ from dalip.runs.config import TrainConfig
 
 def run_eval_sets(config: TrainConfig, model: Any = None) -> dict:
     """The evaluation sets of ``config.data`` (subset name -> eval set)."""
-
     return dalip_data.build_eval_sets(make_spec(config, model))
 
 
@@ -35,7 +34,6 @@ def make_spec(config: TrainConfig, model: Any = None) -> Any:
     Raises:
         ConfigError: unknown kind or option, bad value (the message names it).
     """
-
     try:
         spec = dalip_data.create_dataset(dict(config.data.spec))
     except (TypeError, ValueError) as err:

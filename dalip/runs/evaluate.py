@@ -40,7 +40,6 @@ def evaluate_run(
     With ``config.eval.fusion``, the fusion curve also goes to the JSON (``fusion@<a>``
     entries), a table and ``<json stem>_fusion.png`` (the training alpha marked).
     """
-
     eval_sets = _with_zero_shot(eval_sets, zero_shot_sets(config) if zero_shot is None else zero_shot)
     if not eval_sets:
         print("no evaluation sets (the dataset brings none, data.spec.val and eval.zero_shot are unset): evaluation skipped")
@@ -80,7 +79,6 @@ def evaluate_checkpoint(
     replaces earlier results (an explicit ``output`` is written as given).
     ``fusion`` weights (``dalip eval --fusion``) replace ``eval.fusion`` of the run's config.
     """
-
     checkpoint = Path(checkpoint)
     overrides = [*(overrides or []), *([f"eval.fusion={list(fusion)}"] if fusion is not None else [])]
     model, config = load_run(checkpoint, overrides)

@@ -196,7 +196,6 @@ def check_resume_config(folder: str | Path, config: TrainConfig) -> None:
             listed), or ``optim.steps`` is below the step of the checkpoint.
         CorruptCheckpointError: the folder has checkpoints, none intact.
     """
-
     folder = Path(folder)
     saved_path = folder / "config.yaml"
     newest = discard_corrupt_checkpoints(folder)

@@ -59,7 +59,6 @@ def load_run(checkpoint_path: str | Path, overrides: list[str] | None = None) ->
         FileNotFoundError: no checkpoint at the path.
         ValueError: not a dalip training checkpoint (``ConfigError`` for a bad stored config).
     """
-
     state, config = read_run(checkpoint_path, overrides)
     model = build_model(config, load_weights=False)
     weights = dict(state["model"])

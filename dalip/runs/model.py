@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import torch
 from torch import nn
 
 from dalip.errors import ConfigError, PretrainedMismatchError
-from dalip.models import DALIPModel, HeadSpec, create_model
+from dalip.models import DALIPModel, create_model
 from dalip.runs.config import TrainConfig
 
 
@@ -86,12 +85,11 @@ def freeze_locked_batch_norm(module: nn.Module) -> nn.Module:
 def _create_model(config: TrainConfig, load_weights: bool) -> DALIPModel:
     """`create_model` with the config's model name, weights, heads and open_clip options."""
     m = config.model
-    heads = HeadSpec.from_mapping(dataclasses.asdict(m))
     return create_model(
         m.name,
         pretrained=m.pretrained if load_weights else None,
         pretrained_towers=load_weights,
         pretrained_strict=m.pretrained_strict,
-        **heads.as_kwargs(),
+        **m.heads.as_kwargs(),
         **m.open_clip,
     )

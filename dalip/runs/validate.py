@@ -23,8 +23,8 @@ from dalip.eval.encode import EMBEDDINGS
 from dalip.eval.fusion import check_fusion_weights
 from dalip.losses import LOSSES
 from dalip.models import list_models
-from dalip.models.factory import CHECKPOINT_SUFFIXES, check_pretrained_tag
-from dalip.models.head_spec import HEAD_FIELDS, per_tower
+from dalip.models.head_spec import HEAD_FIELDS
+from dalip.models.names import CHECKPOINT_SUFFIXES, check_pretrained_tag
 from dalip.pooling import POOLERS
 from dalip.runs.config_schema import (
     DataConfig,
@@ -100,13 +100,6 @@ def _validate_heads(m: ModelConfig) -> None:
         for name in value.values() if isinstance(value, dict) else [value]:
             if name not in (None, "tower") and name not in POOLERS:
                 raise ConfigError(f"model.{key}: unknown pooler {name!r}; known: {', '.join(POOLERS.list())}")
-    try:
-        poolers, options = per_tower(m.second_order, "second_order"), per_tower(m.second_options, "second_options")
-    except ValueError as err:
-        raise _model_error(err) from None
-    for tower, name in poolers.items():
-        if name is not None and options[tower] and not isinstance(options[tower], dict):
-            raise ConfigError(f"model.second_options: {tower} options must be a mapping, got {options[tower]!r}")
     try:
         m.heads.check()
     except ValueError as err:

@@ -43,7 +43,6 @@ INIT = "init"
 
 def initial_state(config: TrainConfig) -> dict[str, Tensor]:
     """The step-0 weights of a run of `config` (same seed and construction as ``train``)."""
-
     torch.manual_seed(config.run.seed)
     return {k: v.detach().clone() for k, v in build_model(config).state_dict().items()}
 
@@ -122,7 +121,6 @@ def interpolate_and_evaluate(
         ConfigError: bad overrides.
         ValueError: a ratio outside [0, 1].
     """
-
     bad = [t for t in ratios if not 0.0 <= t <= 1.0]
     if bad:
         raise ConfigError(f"interpolation ratios must be in [0, 1], got {bad}")

@@ -67,7 +67,6 @@ def plot_fusion_sweep(rows: Sequence[Row], path: Path) -> Path:
     ``rows`` are the `summarise_runs` rows of the ``fusion@<a>`` entries; each panel draws
     every zero-shot top-1 and image -> text R@1 against the weight ``a``.
     """
-
     panels = list(dict.fromkeys(
         (r.subset, m) for r in rows for m in r.mean if m.endswith("/top1") or m == "image_to_text_R@1"
     ))

@@ -149,7 +149,6 @@ def build_data(config: TrainConfig, dist: DistInfo, model: Any = None, keyed: bo
     ``keyed``: batches of ``(dataset index, caption)`` keys instead of images
     (`dalip.train.frozen_cache.KeyedBatch`, for ``model.cache_frozen``), in the same order.
     """
-
     spec = make_spec(config, model)
     train_set = dalip_data.build_train_dataset(spec)
     samples, collate = train_set, dalip_data.collate

@@ -426,7 +426,6 @@ class FrozenTowerCache:
     @contextlib.contextmanager
     def _frozen_pass(self) -> Iterator[None]:
         """The towers as training runs them (`set_train_mode`, the run's autocast), without grad or RNG use."""
-
         modes = {m: m.training for m in self.model.modules()}
         set_train_mode(self.model, self.config)
         try:

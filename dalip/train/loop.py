@@ -406,7 +406,6 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
 
 def finish_run(model: Any, tokenizer: Any, data: Any, config: TrainConfig, output: Path, metrics: list[dict]) -> dict:
     """End of training: evaluate, write ``eval.json``, draw ``training.png``."""
-
     results = evaluate_run(model, tokenizer, data.eval_sets, config, output / "eval.json")
     print(f"plot written to {plot_run(metrics, results, output / 'training.png')}")
     return results

@@ -52,7 +52,6 @@ def _start_wandb(output: Path, project: str, name: str | None, config: dict) -> 
     The W&B run id is kept in ``output/wandb/dalip_run_id``. W&B's own settings
     (``WANDB_MODE=offline``, ``WANDB_API_KEY``, ...) apply as usual.
     """
-
     wandb = require("wandb", "wandb", "run.wandb=true")
     folder = output / "wandb"
     folder.mkdir(parents=True, exist_ok=True)
