@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 __all__ = [
     "Batch", "CaptionVariants", "Sample", "collate", "decode_image", "first_bad_samples", "report_bad_sample",
@@ -111,10 +111,12 @@ def _to_8bit(image: Image.Image) -> Image.Image:
 
 
 def decode_image(source: str | Path | bytes, where: str | None = None) -> Image.Image | None:
-    """An RGB image (transparency composited on white), or None with a logged reason when unreadable."""
+    """An RGB image, upright (EXIF orientation applied) with transparency composited on white, or None with a
+    logged reason when unreadable."""
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            image.load()  # decode now: truncated files fail here, not later in a transform
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
+            opened.load()  # decode now: truncated files fail here, not later in a transform
+            image = ImageOps.exif_transpose(opened)  # phone photos store "rotate 90" in EXIF, not in the pixels
             if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
                 rgba = image.convert("RGBA")
                 canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

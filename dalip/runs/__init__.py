@@ -17,6 +17,7 @@ from dalip.errors import ConfigError, CorruptCheckpointError, RunFolderError
 from dalip.runs.checkpoint import list_checkpoints, load_training_checkpoint, save_training_checkpoint
 from dalip.runs.config import (
     DataConfig,
+    DistributedConfig,
     EvalConfig,
     LossConfig,
     ModelConfig,
@@ -38,7 +39,7 @@ from dalip.runs.load import load_run
 from dalip.runs.model import build_model
 
 __all__ = [
-    "ConfigError", "CorruptCheckpointError", "DataConfig", "EvalConfig", "LossConfig", "ModelConfig", "OptimConfig",
+    "ConfigError", "CorruptCheckpointError", "DataConfig", "DistributedConfig", "EvalConfig", "LossConfig", "ModelConfig", "OptimConfig",
     "RunConfig", "RunFolderError", "RunLock", "TrainConfig", "build_model", "claim_run_folder", "config_from_dict",
     "config_to_dict", "eval_image_transform", "evaluate_checkpoint", "evaluate_run", "export_run", "list_checkpoints",
     "list_configs", "load_config", "load_run", "load_training_checkpoint", "make_spec", "parse_overrides",

@@ -31,6 +31,7 @@ from dalip.runs.config_files import (
 )
 from dalip.runs.config_schema import (
     DataConfig,
+    DistributedConfig,
     EvalConfig,
     LossConfig,
     ModelConfig,
@@ -41,7 +42,7 @@ from dalip.runs.config_schema import (
 from dalip.runs.validate import ZERO_SHOT_KEYS, validate, validate_zero_shot
 
 __all__ = [
-    "CONFIG_DIR", "PATH_KEYS", "ZERO_SHOT_KEYS", "DataConfig", "EvalConfig", "LossConfig", "ModelConfig",
+    "CONFIG_DIR", "PATH_KEYS", "ZERO_SHOT_KEYS", "DataConfig", "DistributedConfig", "EvalConfig", "LossConfig", "ModelConfig",
     "OptimConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict", "list_configs", "load_config",
     "parse_overrides", "read_yaml_file", "save_config", "validate", "validate_zero_shot",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 
 from dalip.models.head_spec import HeadSpec
 
-__all__ = ["DataConfig", "EvalConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig"]
+__all__ = ["DataConfig", "DistributedConfig", "EvalConfig", "LossConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig"]
 
 
 @dataclass
@@ -36,6 +36,7 @@ class ModelConfig:
     grad_checkpointing: bool = False
     compile: bool = False
     channels_last: bool = False  # NHWC conv weights: ~2x faster CNN towers on a CPU (no effect on ViTs' tokens)
+    sync_batchnorm: bool = False  # BatchNorm statistics over all ranks (torch.nn.SyncBatchNorm), e.g. the mbdc_paper head
     open_clip: dict = field(default_factory=dict)  # extra open_clip.create_model kwargs
 
     @property
@@ -63,7 +64,8 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warmup and cosine decay; a separate rate for the new heads."""
+    """AdamW with linear warmup, then a cosine, constant or constant-then-cooldown schedule; a separate
+    rate for the new heads."""
 
     lr: float = 5e-5
     head_lr: float = 1e-3  # the new heads, and parameters matching head_patterns
@@ -73,7 +75,16 @@ class OptimConfig:
     eps: float = 1e-6
     warmup_steps: int = 20
     steps: int = 300
+    schedule: str = "cosine"  # cosine | const | const-cooldown (open_clip's --lr-scheduler)
+    cooldown_steps: int = 0  # const-cooldown: the last N steps decay to lr_cooldown_end
+    lr_cooldown_end: float = 0.0  # const-cooldown: the multiplier of lr reached at the end
+    cooldown_power: float = 1.0  # const-cooldown: 1 linear, 0.5 square-root decay
+    # parameters without weight decay (fnmatch on names; plus every parameter with fewer than 2 dims)
+    no_decay: list = field(default_factory=lambda: ["*bias", "*logit_scale", "*logit_bias", "*norm*", "*.bn*", "*.ln*"])
     accum_steps: int = 1
+    # batch: the contrastive loss scores all accum_steps micro-batches together (open_clip's accum_freq);
+    # micro: each micro-batch on its own (fewer negatives, no extra forward pass)
+    accum_scope: str = "batch"
     grad_clip: float | None = 1.0
 
 
@@ -82,7 +93,7 @@ class RunConfig:
     """Run-level settings: seed, precision, logging and checkpoints."""
 
     seed: int = 0
-    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32
+    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16 | fp16 (+ GradScaler) | pure_bf16
     log_every: int = 10
     checkpoint_every: int = 100
     keep_checkpoints: int = 2  # checkpoint.pt (newest) + checkpoint-step<N>.pt; resume falls back to an intact one
@@ -91,6 +102,14 @@ class RunConfig:
     wandb_project: str = "dalip"
     wandb_name: str | None = None  # default: the run folder's name
     value_checks: bool = False  # data-dependent pooler input checks (sync the GPU)
+
+
+@dataclass
+class DistributedConfig:
+    """Several processes (torchrun / srun): the process-group backend and how the model is replicated."""
+
+    backend: str | None = None  # null: nccl on GPUs, gloo on CPUs; or any torch.distributed backend
+    strategy: str = "ddp"  # ddp (DistributedDataParallel) | fsdp (FSDP2 fully_shard per block and per head)
 
 
 @dataclass
@@ -115,3 +134,4 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)

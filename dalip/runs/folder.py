@@ -48,7 +48,7 @@ LOCK = ".lock"
 RESUME_MAY_CHANGE = (
     "run.log_every", "run.checkpoint_every", "run.keep_checkpoints", "run.tensorboard", "run.wandb",
     "run.wandb_project", "run.wandb_name", "run.value_checks", "data.workers", "model.compile",
-    "model.grad_checkpointing", "model.cache_frozen", "optim.steps", "eval.*",
+    "model.grad_checkpointing", "model.cache_frozen", "optim.steps", "eval.*", "distributed.*",
 )
 """Settings a resumed run may change: they do not alter what is trained (``optim.steps`` may
 extend or shorten the run, down to the checkpoint's step; the cosine schedule then follows

@@ -28,6 +28,7 @@ from dalip.models.names import CHECKPOINT_SUFFIXES, check_pretrained_tag
 from dalip.pooling import POOLERS
 from dalip.runs.config_schema import (
     DataConfig,
+    DistributedConfig,
     EvalConfig,
     LossConfig,
     ModelConfig,
@@ -37,9 +38,19 @@ from dalip.runs.config_schema import (
 )
 
 __all__ = [
-    "ZERO_SHOT_KEYS", "validate", "validate_cache_frozen", "validate_data", "validate_eval", "validate_loss",
+    "ACCUM_SCOPES", "PRECISIONS", "SCHEDULES", "STRATEGIES", "ZERO_SHOT_KEYS", "validate_distributed", "validate", "validate_cache_frozen", "validate_data", "validate_eval", "validate_loss",
     "validate_model", "validate_optim", "validate_run", "validate_zero_shot",
 ]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "pure_bf16")
+"""``run.precision``: auto (bf16 autocast on a GPU, fp32 on a CPU), fp32, bf16 / fp16 autocast (fp16 with a
+GradScaler), pure_bf16 (weights, gradients and optimizer state in bf16)."""
+SCHEDULES = ("cosine", "const", "const-cooldown")
+"""``optim.schedule``: the learning-rate shapes after the linear warmup (open_clip's ``--lr-scheduler``)."""
+ACCUM_SCOPES = ("batch", "micro")
+"""``optim.accum_scope``: what the contrastive loss scores over with ``optim.accum_steps`` > 1."""
+STRATEGIES = ("ddp", "fsdp")
+"""``distributed.strategy``: how several processes hold the model."""
 
 ZERO_SHOT_KEYS = ("name", "path", "classnames", "templates", "img_key", "label_key", "separator")
 """The keys of an ``eval.zero_shot`` entry."""
@@ -65,6 +76,7 @@ def validate(config: TrainConfig) -> None:
     validate_cache_frozen(config.model, config.data)
     validate_run(config.run)
     validate_eval(config.eval, config.model)
+    validate_distributed(config.distributed, config.model)
 
 
 # ------------------------------------------------------------------ model
@@ -145,6 +157,15 @@ def validate_optim(o: OptimConfig) -> None:
         (o.steps >= 1, "optim.steps must be >= 1"),
         (o.accum_steps >= 1, "optim.accum_steps must be >= 1"),
         (o.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
+        (o.schedule in SCHEDULES, f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {o.schedule!r}"),
+        (o.accum_scope in ACCUM_SCOPES,
+         f"optim.accum_scope must be one of {', '.join(ACCUM_SCOPES)}, got {o.accum_scope!r}"),
+        (o.cooldown_steps >= 0, "optim.cooldown_steps must be >= 0"),
+        (o.schedule != "const-cooldown" or o.cooldown_steps >= 1,
+         "optim.schedule=const-cooldown needs optim.cooldown_steps >= 1 (the steps of the final decay)"),
+        (_finite(o.lr_cooldown_end) and o.lr_cooldown_end >= 0, "optim.lr_cooldown_end must be a finite number >= 0"),
+        (_finite(o.cooldown_power) and o.cooldown_power > 0, "optim.cooldown_power must be a finite number > 0"),
+        (all(isinstance(p, str) for p in o.no_decay), "optim.no_decay must be a list of name patterns (fnmatch)"),
     ])
 
 
@@ -189,7 +210,8 @@ def validate_cache_frozen(m: ModelConfig, data: DataConfig) -> None:
 def validate_run(run: RunConfig) -> None:
     """The ``run`` section: precision and logging / checkpoint intervals."""
     _require([
-        (run.precision in ("auto", "bf16", "fp32"), "run.precision must be auto, bf16 or fp32"),
+        (run.precision in PRECISIONS,
+         f"run.precision must be one of {', '.join(PRECISIONS)}, got {run.precision!r}"),
         (run.checkpoint_every >= 1, "run.checkpoint_every must be >= 1"),
         (run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),
         (run.log_every >= 1, "run.log_every must be >= 1"),
@@ -265,3 +287,15 @@ def validate_zero_shot(entries: list) -> None:
         if name in names:
             raise ConfigError(f"{where}: the name {name!r} is taken by eval.zero_shot[{names[name]}]; set 'name'")
         names[name] = i
+
+
+# ------------------------------------------------------------------ distributed
+def validate_distributed(d: DistributedConfig, m: ModelConfig) -> None:
+    """The ``distributed`` section: a known strategy; the backend is any name torch.distributed knows."""
+    _require([
+        (d.strategy in STRATEGIES, f"distributed.strategy must be one of {', '.join(STRATEGIES)}, got {d.strategy!r}"),
+        (d.backend is None or (isinstance(d.backend, str) and d.backend != ""),
+         "distributed.backend must be null (nccl on GPUs, gloo on CPUs) or a backend name such as nccl or gloo"),
+        (not (d.strategy == "fsdp" and m.compile), "distributed.strategy=fsdp with model.compile is not supported; "
+         "set model.compile=false"),
+    ])

@@ -11,10 +11,7 @@ runs the steps, logging, checkpoints and evaluations of one call of `train`.
 
 from __future__ import annotations
 
-import contextlib
-import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +36,14 @@ from dalip.runs.evaluate import evaluate_run
 from dalip.runs.folder import RunLock, check_resume_config, claim_run_folder
 from dalip.runs.model import build_model
 from dalip.train.batches import RunData, TrainBatches, build_data
-from dalip.train.builders import autocast, build_loss, build_optimizer, build_scheduler, set_train_mode
+from dalip.train.builders import build_loss, build_optimizer, build_scheduler, set_train_mode
 from dalip.train.distributed import DistInfo, init_distributed
 from dalip.train.frozen_cache import CachedTowersForward, FrozenCachePool, FrozenTowerCache
 from dalip.train.metrics_log import METRICS, MetricsLog, read_metrics
 from dalip.train.plots import plot_run
+from dalip.train.step import StepStats, train_step
 
-__all__ = ["MicroBatches", "Trainer", "build_model", "build_optimizer", "train"]
+__all__ = ["MicroBatches", "Trainer", "build_model", "build_optimizer", "train", "train_step"]
 
 
 NOT_DIVERGED = torch.iinfo(torch.int64).max
@@ -109,71 +107,6 @@ class MicroBatches:
             f"data: no readable sample in the last {MAX_EMPTY_BATCHES} batches ({skipped} samples); first bad files: "
             + (", ".join(bad) if bad else "named in the warnings of the data-loader workers above")
         )
-
-
-@dataclass
-class StepStats:
-    """Losses and counts of one optimizer step, or summed over a logging window."""
-
-    loss: torch.Tensor
-    parts: dict[str, torch.Tensor]
-    steps: int = 0
-    images: int = 0
-    skipped: int = 0
-
-    @classmethod
-    def empty(cls, device: torch.device) -> "StepStats":
-        return cls(torch.zeros((), device=device), {})
-
-    def add(self, other: "StepStats") -> None:
-        self.loss = self.loss + other.loss
-        for key, value in other.parts.items():
-            self.parts[key] = self.parts.get(key, 0) + value
-        self.steps += other.steps
-        self.images += other.images
-        self.skipped += other.skipped
-
-    def means(self) -> dict[str, float]:
-        """Mean loss and parts per step (one host sync, at logging time only)."""
-        n = max(self.steps, 1)
-        return {"loss": self.loss.item() / n, **{f"loss/{k}": v.item() / n for k, v in self.parts.items()}}
-
-
-def train_step(net, model, loss_fn, tokenizer, micro_iter, optimizer, scheduler, config, dist_info,
-                frozen: FrozenTowerCache | None = None) -> StepStats:
-    """One optimizer step over ``accum_steps`` micro-batches (no host synchronisation).
-
-    With ``frozen`` the batches are keys and ``net`` takes the cached tower outputs (`CachedTowersForward`).
-    """
-    o = config.optim
-    stats = StepStats.empty(dist_info.device)
-    stats.steps = 1
-    for micro in range(o.accum_steps):
-        batch = next(micro_iter)
-        if frozen is not None:
-            inputs = frozen.lookup(batch)
-        else:
-            inputs = (batch.images.to(dist_info.device, non_blocking=True),
-                      tokenizer(batch.texts).to(dist_info.device, non_blocking=True))
-        last = micro == o.accum_steps - 1
-        no_sync = net.no_sync() if isinstance(net, DistributedDataParallel) and not last else contextlib.nullcontext()
-        with no_sync, autocast(config, dist_info.device):
-            out = net(*inputs)
-            loss, parts = loss_fn(**out, output_dict=True)
-        (loss / o.accum_steps).backward()
-        stats.add(StepStats(loss.detach() / o.accum_steps,
-                            {k: v.detach().float() / o.accum_steps for k, v in parts.items()},
-                            images=len(batch), skipped=batch.skipped))
-    if o.grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
-    with torch.no_grad():  # as open_clip: keep the temperatures below 100
-        model.clip.logit_scale.clamp_(0, math.log(100))
-        if model.second_logit_scale is not None:
-            model.second_logit_scale.clamp_(0, math.log(100))
-    return stats
 
 
 def _raise_on_every_rank(error: Exception | None, dist_info: DistInfo, output: Path) -> None:
