@@ -53,22 +53,26 @@ class Batch:
     Attributes:
         images: `(B, 3, H, W)` float.
         texts: `B` captions.
-        skipped: samples of this batch dropped as unreadable.
+        skipped: unreadable samples dropped while this batch was filled.
+        tokens: `(B, L)` token ids of `texts` (tokenized in the data workers), or None.
     """
 
     images: torch.Tensor
     texts: list[str]
     skipped: int = 0
+    tokens: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def pin_memory(self) -> Batch:
         """Called by ``DataLoader(pin_memory=True)``."""
-        return Batch(self.images.pin_memory(), self.texts, self.skipped)
+        tokens = None if self.tokens is None else self.tokens.pin_memory()
+        return Batch(self.images.pin_memory(), self.texts, self.skipped, tokens)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return Batch(self.images.to(device, non_blocking=non_blocking), self.texts, self.skipped)
+        tokens = None if self.tokens is None else self.tokens.to(device, non_blocking=non_blocking)
+        return Batch(self.images.to(device, non_blocking=non_blocking), self.texts, self.skipped, tokens)
 
 
 def collate(samples: Sequence[Sample | None]) -> Batch:

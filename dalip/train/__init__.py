@@ -15,8 +15,9 @@ import importlib
 import warnings
 from typing import Any
 
-from dalip.train.builders import autocast, build_loss, build_optimizer, build_scheduler
+from dalip.train.builders import build_loss, build_optimizer, build_scheduler
 from dalip.train.loop import Trainer, train, train_step
+from dalip.train.precision import autocast
 
 __all__ = ["Trainer", "autocast", "build_loss", "build_optimizer", "build_scheduler", "train", "train_step"]
 

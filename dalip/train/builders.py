@@ -1,4 +1,4 @@
-"""Building a run's parts from its config: model, loss, optimizer, schedule, precision.
+"""Building a run's parts from its config: loss, optimizer, schedule, train mode (precision: `dalip.train.precision`).
 
 Everything here is a pure function of the config (and the model), shared by the
 training loop, ``dalip eval``, exports, interpolation and the benchmarks.
@@ -6,7 +6,6 @@ training loop, ``dalip eval``, exports, interpolation and the benchmarks.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 
 import torch
@@ -17,7 +16,7 @@ from dalip.models import DALIPModel
 from dalip.runs.config import TrainConfig
 from dalip.train.schedule import warmup_cosine
 
-__all__ = ["autocast", "build_loss", "build_optimizer", "build_scheduler", "set_train_mode"]
+__all__ = ["build_loss", "build_optimizer", "build_scheduler", "set_train_mode"]
 
 
 def set_train_mode(model: DALIPModel, config: TrainConfig) -> None:
@@ -50,13 +49,6 @@ def build_optimizer(model: DALIPModel, config: TrainConfig) -> torch.optim.AdamW
     # per-tensor loop is ~10x slower, and that step is a large share of a run (benchmarks/results)
     fused = all(p.device.type in ("cuda", "cpu") and p.is_floating_point() for g in params for p in g["params"])
     return torch.optim.AdamW(params, betas=tuple(o.betas), eps=o.eps, fused=fused or None)
-
-
-def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast for ``run.precision`` bf16 (or auto on a GPU), else nothing (fp32)."""
-    precision = config.run.precision
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def build_loss(config: TrainConfig) -> AlignmentLoss:

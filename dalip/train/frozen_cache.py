@@ -54,7 +54,8 @@ from dalip.models import DALIPModel
 from dalip.models.head_spec import TOWERS
 from dalip.models.tokens import TowerOutput
 from dalip.runs.config import TrainConfig, config_to_dict
-from dalip.train.builders import autocast, set_train_mode
+from dalip.train.builders import set_train_mode
+from dalip.train.precision import autocast
 
 __all__ = [
     "CachedTowersForward", "FrozenCachePool", "FrozenTowerCache", "KeyedBatch", "KeyedSamples", "TowerStore",

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from dalip.train.builders import autocast
 from dalip.train.frozen_cache import FrozenTowerCache
+from dalip.train.precision import autocast
 
 __all__ = ["StepStats", "train_step"]
 
