@@ -217,56 +217,74 @@ def test_bf16_autocast_on_cpu_and_csv_evaluation(tmp_path):
     assert set(json.loads(again.read_text())["first"]) == {"val"}
 
 
-def test_train_batches_resume_at_any_micro_batch_for_maps_and_streams():
-    from torch.utils.data import IterableDataset, TensorDataset
+def _indexed(items):
+    """A collate for `_Noisy` / `_Counted` samples: the batch as a small dataclass of lists."""
+    from dalip.data.batch import Batch
+
+    good = [i for i in items if i is not None]
+    return Batch(torch.tensor([float(i) for i, _ in good]), [round(r, 6) for _, r in good], len(items) - len(good))
+
+
+def _take(batches, n):
+    return [(b.images.long().tolist(), b.texts, b.skipped) for b in (next(batches) for _ in range(n))]
+
+
+def test_train_batches_resume_at_any_batch_for_maps_and_streams():
+    from torch.utils.data import IterableDataset
 
     from dalip.train.batches import TrainBatches
     from dalip.train.distributed import DistInfo
 
     class Stream(IterableDataset):
         def __iter__(self):
-            return iter(range(10))
+            return iter([(i, 0.0) for i in range(10)])
 
     dist = DistInfo(0, 0, 1, torch.device("cpu"))
-    collate = lambda items: [int(i[0]) if isinstance(i, tuple) else int(i) for i in items]  # noqa: E731
-    for dataset in (TensorDataset(torch.arange(10)), Stream()):
-        straight = TrainBatches(dataset, collate, batch_size=3, workers=0, seed=1, dist=dist)
-        sequence = [straight.get(k) for k in range(9)]  # crosses epochs
+    for dataset in (_Noisy(), Stream()):
+        straight = TrainBatches(dataset, _indexed, batch_size=3, workers=0, seed=1, dist=dist)
+        sequence, states = [], []
+        for _ in range(9):  # crosses epochs
+            sequence += _take(straight, 1)
+            states.append(straight.state_dict())
         for k in (0, 2, 4, 7):
-            resumed = TrainBatches(dataset, collate, batch_size=3, workers=0, seed=1, dist=dist)
-            assert [resumed.get(j) for j in range(k, 9)] == sequence[k:]
-        assert sequence[0] != sequence[3] or isinstance(dataset, Stream)  # map-style epochs reshuffle
+            resumed = TrainBatches(dataset, _indexed, batch_size=3, workers=0, seed=1, dist=dist)
+            resumed.load_state_dict(states[k])
+            assert _take(resumed, 8 - k) == sequence[k + 1 :]
+        assert sequence[0][0] != sequence[3][0] or isinstance(dataset, Stream)  # map-style epochs reshuffle
 
 
 class _Noisy(torch.utils.data.Dataset):
-    """Index plus a random draw: shows which RNG seed each sample was loaded under."""
+    """Index plus a random draw: shows which RNG seed each sample was loaded under; index 4 is unreadable."""
 
     def __len__(self):
         return 10
 
     def __getitem__(self, index):
-        return index, float(torch.rand(()))
+        return None if index == 4 else (index, float(torch.rand(())))
 
 
-def test_map_style_batches_are_whole_epochs_from_one_loader_with_workers():
+def test_map_style_batches_replace_unreadable_samples_from_the_ranks_order():
     from dalip.train.batches import TrainBatches, epoch_order
     from dalip.train.distributed import DistInfo
 
-    collate = lambda items: [(i, round(r, 6)) for i, r in items]  # noqa: E731
     runs = {}
     for workers in (0, 2):  # one loader for the whole run: workers prefetch across epoch boundaries
-        batches = TrainBatches(_Noisy(), collate, batch_size=3, workers=workers, seed=1,
+        batches = TrainBatches(_Noisy(), _indexed, batch_size=3, workers=workers, seed=1,
                                dist=DistInfo(0, 0, 1, torch.device("cpu")))
-        runs[workers] = [batches.get(k) for k in range(7)]  # 3 whole batches per epoch (one sample dropped)
+        runs[workers] = _take(batches, 7)
     assert runs[0] == runs[2]
-    for k, batch in enumerate(runs[0]):  # epoch e, batch j = the epoch's permutation, cut into whole batches
-        epoch, j = divmod(k, 3)
-        assert [i for i, _ in batch] == epoch_order(10, 1, epoch, 0, 1)[3 * j : 3 * j + 3]
-    draws = {(k // 3, i): r for k, batch in enumerate(runs[0]) for i, r in batch}
-    assert len(set(draws.values())) == len(draws)  # every (epoch, index) has its own seed
+    order = [i for epoch in range(4) for i in epoch_order(10, 1, epoch, 0, 1)[:9]]  # 3 whole batches per epoch
+    readable = [i for i in order if i != 4]  # the unreadable index is replaced by the next one of the order
+    assert [i for indices, _, _ in runs[0] for i in indices] == readable[:21]
+    assert all(len(indices) == 3 for indices, _, _ in runs[0])
+    used = [k for k, i in enumerate(order) if i != 4][20] + 1  # keys of the order consumed by 21 readable samples
+    assert sum(skipped for _, _, skipped in runs[0]) == order[:used].count(4) > 0
+    draws = [r for _, texts, _ in runs[0] for r in texts]
+    assert len(set(draws)) == len(draws)  # every (epoch, index) has its own seed
     shares = [  # two ranks: disjoint shares of an epoch (2 batches of 2 each)
-        {i for k in range(2) for i, _ in TrainBatches(_Noisy(), collate, batch_size=2, workers=0, seed=1,
-                                                   dist=DistInfo(rank, rank, 2, torch.device("cpu"))).get(k)}
+        {i for indices, _, _ in _take(TrainBatches(_Noisy(), _indexed, batch_size=2, workers=0, seed=1,
+                                                   dist=DistInfo(rank, rank, 2, torch.device("cpu"))), 2)
+         for i in indices}
         for rank in (0, 1)
     ]
     assert len(shares[0]) == len(shares[1]) == 4 and not shares[0] & shares[1]

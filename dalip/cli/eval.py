@@ -8,7 +8,8 @@ from dalip.data.eval_sets import zero_shot_eval_set
 from dalip.errors import ConfigError
 from dalip.eval import evaluate, format_results, save_results
 from dalip.models import create_model, get_tokenizer
-from dalip.runs.evaluate import evaluate_checkpoint
+from dalip.models.names import is_dalip_export
+from dalip.runs.evaluate import evaluate_checkpoint, evaluate_export
 
 __all__ = ["register"]
 
@@ -59,9 +60,14 @@ def _eval(args: argparse.Namespace) -> int:
     if args.model is not None:
         if not args.zero_shot or not args.output:
             raise ConfigError("--model needs --zero-shot DIR_OR_CSV and --output OUT.json")
+        if is_dalip_export(args.model):  # the whole DALIP model: every embedding its heads give, --fusion too
+            if args.overrides or args.with_run_sets or args.pretrained is not None:
+                raise ConfigError("config overrides, --with-run-sets and --pretrained do not apply to a dalip export")
+            evaluate_export(args.model, args.output, _zero_shot_sets(args), args.fusion, batch_size=args.batch_size)
+            return 0
         if args.overrides or args.with_run_sets or args.fusion:
-            raise ConfigError("config overrides, --with-run-sets and --fusion apply to --checkpoint runs only "
-                              "(an open_clip model has a first-order embedding only)")
+            raise ConfigError("config overrides, --with-run-sets and --fusion apply to --checkpoint runs only (and "
+                              "--fusion to dalip exports): an open_clip model has a first-order embedding only")
         _eval_pretrained(args, _zero_shot_sets(args))
         return 0
     if args.pretrained is not None:

@@ -39,7 +39,7 @@ def _sweep(args: argparse.Namespace) -> int:
 def _interpolate(args: argparse.Namespace) -> int:
 
     interpolate_and_evaluate(args.start, args.end, args.ratios, Path(args.output), args.overrides,
-                             metric=args.metric, domain=args.domain, general=args.general)
+                             metric=args.metric, domain=args.domain, general=args.general, overwrite=args.overwrite)
     return 0
 
 
@@ -63,6 +63,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     interp.add_argument("--output", required=True, help="folder: ratio_<t>/eval.json, interpolation.md/.csv/.png")
     interp.add_argument("--domain", default=None, help="eval set on the plot's x axis (default: the run's first)")
     interp.add_argument("--general", default=None, help="eval set on the plot's y axis (default: the run's second)")
+    interp.add_argument("--overwrite", action="store_true",
+                        help="replace a previous interpolation in OUTPUT (its ratio_<t>/ folders, tables and plot; "
+                        "other files stay); without it a non-empty OUTPUT is refused")
     interp.add_argument("--metric", default=None,
                         help="plotted metric, e.g. zero_shot/top1 (default: the domain set's first <task>/top1)")
     interp.add_argument("overrides", nargs="*", help="config overrides for evaluation, e.g. eval.batch_size=64")

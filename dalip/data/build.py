@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,11 @@ from dalip.data.batch import Sample
 from dalip.data.eval_sets import EvalSet
 from dalip.data.mixing import MapAsIterable, MixedDataset, MixedIterableDataset
 from dalip.data.spec import DATASETS, DatasetSpec, create_dataset, list_datasets
+from dalip.errors import ConfigError
 
 __all__ = [
-    "build_eval_sets", "build_train_dataset", "caption_eval_set", "claimed_source", "source_kind", "source_spec",
+    "build_eval_sets", "build_train_dataset", "caption_eval_set", "claimed_source", "reading", "source_kind",
+    "source_spec",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,19 +68,39 @@ def source_spec(spec: DatasetSpec, location: str) -> DatasetSpec:
     return create_dataset(kind, train=location, **spec.common_options())
 
 
+@contextmanager
+def reading(key: str) -> Iterator[None]:
+    """Turn the ValueError of a data source that cannot be used (an empty folder, a missing CSV column,
+    text that is not UTF-8, ...) into a `ConfigError` naming the setting ``key`` that points at it."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"{key}: {err}") from err
+
+
 def build_train_dataset(spec: DatasetSpec) -> Dataset | IterableDataset:
     """The training dataset of `spec`: items ``((3, S, S) float, caption)``, or None for a bad sample.
 
     Use it with ``collate_fn=dalip.data.collate``. Map-style results (embedded
     data, CSV, folders, their mixes) want ``shuffle=True``; iterable ones (shards or any
     mix with shards) shuffle themselves. Call ``set_epoch(epoch)`` where present.
+
+    Raises:
+        ConfigError: a source that cannot be read (the message names ``data.spec.train`` /
+            ``data.spec.mix_with`` and the problem).
     """
-    if spec.domain_fraction is None:
-        return spec.source()
-    if spec.mix_with:
-        domain, general = spec.source(), source_spec(spec, spec.mix_with).source()
+    if spec.domain_fraction is not None and not spec.mix_with:
+        with reading("data.spec"):
+            domain, general = spec.mix_sources()  # a kind's own two sources (Twemoji's subsets)
     else:
-        domain, general = spec.mix_sources()
+        with reading("data.spec.train" if getattr(spec, "train", None) else "data.spec"):
+            domain = spec.source()
+        if spec.domain_fraction is None:
+            return domain
+        with reading("data.spec.mix_with"):
+            general = source_spec(spec, spec.mix_with).source()
     if isinstance(domain, IterableDataset) or isinstance(general, IterableDataset):
         domain, general = (d if isinstance(d, IterableDataset) else MapAsIterable(d, spec.seed) for d in (domain, general))
         return MixedIterableDataset(domain, general, spec.domain_fraction, spec.seed)
@@ -104,16 +127,24 @@ def caption_eval_set(name: str, samples: Iterable[Sample | None], size: int, lim
 
 
 def build_eval_sets(spec: DatasetSpec) -> dict[str, EvalSet]:
-    """Evaluation sets by name: the kind's own (and the mixed-in source's), plus ``val`` when set."""
-    sets = dict(spec.own_eval_sets())
+    """Evaluation sets by name: the kind's own (and the mixed-in source's), plus ``val`` when set.
+
+    Raises:
+        ConfigError: a set that cannot be read (the message names the setting: ``data.spec``,
+            ``data.spec.mix_with`` or ``data.spec.val``).
+    """
+    with reading("data.spec"):
+        sets = dict(spec.own_eval_sets())
     if spec.mix_with:
-        sets.update(source_spec(spec, spec.mix_with).own_eval_sets())
+        with reading("data.spec.mix_with"):
+            sets.update(source_spec(spec, spec.mix_with).own_eval_sets())
     if spec.val and spec.val_is_captions:
         kind = source_kind(spec.val)
         if kind not in ("csv", "wds"):
-            raise ValueError(f"val={spec.val!r}: a caption CSV/TSV or shard pattern is expected for retrieval "
-                             "(labelled image folders go to eval.zero_shot)")
-        samples = source_spec(spec, spec.val).raw_samples()
-        sets["val"] = caption_eval_set("val", samples, spec.preprocess[0], spec.val_max_samples)
+            raise ConfigError(f"data.spec.val={spec.val!r}: a caption CSV/TSV or shard pattern is expected for "
+                              "retrieval (labelled image folders go to eval.zero_shot)")
+        with reading("data.spec.val"):
+            samples = source_spec(spec, spec.val).raw_samples()
+            sets["val"] = caption_eval_set("val", samples, spec.preprocess[0], spec.val_max_samples)
     return sets
 

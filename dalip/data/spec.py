@@ -31,6 +31,7 @@ from dalip.data.transforms import (
     FALLBACK_MEAN,
     FALLBACK_SIZE,
     FALLBACK_STD,
+    Augmentation,
     image_transform,
     model_preprocess,
 )
@@ -53,7 +54,11 @@ class DatasetSpec:
     Attributes:
         image_size: model input size; None: the model's (the trainer fills it in from the
             model's open_clip preprocessing), else `dalip.data.transforms.FALLBACK_SIZE` (224).
-        augment: light training augmentation (else the evaluation resize).
+        augment: training augmentation: ``true`` the kind's default (open_clip's: a crop of
+            0.9-1 of the area, no flip, no jitter; the Twemoji quickstart's emoji settings for
+            ``twemoji``), ``false`` the evaluation resize, or a mapping of
+            `dalip.data.transforms.Augmentation` fields (open_clip's ``aug_cfg``: ``scale``,
+            ``ratio``, ``color_jitter``, ``hflip`` ...) over open_clip's defaults.
         mean, std: input normalisation; None: the model's, else the fallback
             (`dalip.data.transforms.FALLBACK_MEAN` / ``FALLBACK_STD``: open_clip's OpenAI values).
         seed: mixing plan, shard order and shuffle buffer.
@@ -67,7 +72,7 @@ class DatasetSpec:
     """
 
     image_size: int | None = None
-    augment: bool = True
+    augment: bool | dict = True
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
     seed: int = 0
@@ -99,6 +104,7 @@ class DatasetSpec:
             raise ValueError(f"domain_fraction needs mix_with (the general source) for dataset {self.kind!r}")
         if self.val_max_samples < 1:
             raise ValueError(f"val_max_samples must be >= 1, got {self.val_max_samples}")
+        self.augmentation()  # unknown fields and bad values fail here, before any data is read
 
     # ------------------------------------------------------------- per kind
     @classmethod
@@ -140,10 +146,19 @@ class DatasetSpec:
         """``(image_size, mean, std)`` with the fallbacks applied."""
         return (self.image_size or FALLBACK_SIZE, tuple(self.mean or FALLBACK_MEAN), tuple(self.std or FALLBACK_STD))
 
-    def train_transform(self, flip: bool = True) -> Callable[[Any], torch.Tensor]:
-        """Image -> normalised float ``(3, S, S)``, augmented when `augment`."""
+    def augmentation(self, default: Augmentation | None = None) -> Augmentation | None:
+        """The training augmentation of `augment`: None when off; ``true`` is ``default``, else open_clip's."""
+        return Augmentation.from_config(self.augment, default)
+
+    def train_transform(self, default: Augmentation | None = None) -> Callable[[Any], torch.Tensor]:
+        """Image -> normalised float ``(3, S, S)``, augmented as `augmentation` says.
+
+        Args:
+            default: the kind's augmentation for ``augment: true`` (None: open_clip's, `Augmentation()`).
+        """
         size, mean, std = self.preprocess
-        return image_transform(size, self.augment, mean, std, flip=flip)
+        augmentation = self.augmentation(default)
+        return image_transform(size, augmentation is not None, mean, std, augmentation=augmentation)
 
     def with_model_preprocess(self, model: Any) -> DatasetSpec:
         """A copy whose unset `image_size` / `mean` / `std` come from the model's open_clip preprocessing."""

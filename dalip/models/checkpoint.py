@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from dalip.errors import PretrainedMismatchError
+from dalip.errors import CorruptCheckpointError, PretrainedMismatchError
 
 __all__ = ["LoadReport", "load_checkpoint", "read_state_dict"]
 
@@ -43,6 +45,22 @@ class LoadReport:
         return "\n".join(lines)
 
 
+def _unreadable(path: Path, err: Exception) -> CorruptCheckpointError:
+    """One line on why ``path`` is not a checkpoint dalip reads: never the advice to unpickle it
+    (torch's own message suggests ``weights_only=False``, which runs any code the file holds)."""
+    if isinstance(err, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        objects = f" ({found.group(1)})" if found else ""
+        return CorruptCheckpointError(
+            f"{path} holds Python objects{objects} besides tensors, and dalip never unpickles objects (that can "
+            "run code): give a file of tensors only, saved with torch.save(model.state_dict(), path) or as "
+            ".safetensors"
+        )
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return CorruptCheckpointError(f"{path} is not a checkpoint (neither a torch.save file of tensors nor "
+                                  f".safetensors; {type(err).__name__}: {first[:200]})")
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """A state dict from ``.safetensors`` or a ``.pt``/``.pth``/``.bin`` file (``weights_only=True``).
 
@@ -51,25 +69,26 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file holds no tensor dictionary.
+        CorruptCheckpointError: not a checkpoint, one holding Python objects (never unpickled) or
+            no tensor dictionary.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        try:
+            state = load_file(str(path))
+        else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - say which file and why, without unpickling it
-            raise ValueError(f"cannot read {path} as a weights-only checkpoint: {err}") from err
+    except Exception as err:  # any reader's error: say which file and why, without unpickling it
+        raise _unreadable(path, err) from err
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a dictionary of tensors")
+        raise CorruptCheckpointError(f"{path} does not hold a dictionary of tensors")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state

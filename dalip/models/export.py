@@ -10,15 +10,26 @@ A folder written by `export_model` holds
 - ``dalip_config.json`` (the run's ``model`` section, the open_clip model and preprocess
   configs) and ``dalip_model.safetensors`` (every weight, heads included):
   ``dalip.create_model("local-dir:DIR")`` loads the whole DALIP model.
+- ``text_tower/config.json`` and the tokenizer's files (a Hugging Face text tower): the
+  folder is self-contained, nothing is fetched from the hub to rebuild it.
 
 A first-order *pooler* head (``first_order="mean"``, ...) is not part of open_clip's
 model: its first-order embedding cannot be carried by the open_clip files, so such a
 model is exported with ``open_clip_files=False`` (DALIP files only).
 
-dalip's own ``effl0-minilm`` names its text tower by a local package folder; the open_clip
-config names it by its hub id (``sentence-transformers/all-MiniLM-L6-v2``), which open_clip
-resolves on any machine online or with that model's ``config.json`` in the Hugging Face
-cache; the DALIP files rebuild it from the local package, fully offline.
+``open_clip_config.json`` names a Hugging Face text tower as it was built (dalip's own
+``effl0-minilm`` by its hub id, ``sentence-transformers/all-MiniLM-L6-v2``): open_clip reads
+``hf_model_name`` as a hub id or a path against the *working directory*, never the export
+folder, so no name written there resolves offline after the folder moves. ``hf-hub:`` loading
+after `push_export` and ``local-dir:`` loading online use the hub id; offline, plain open_clip
+takes the folder's copy when given ``text_cfg={**text_cfg, "hf_model_name": "DIR/text_tower",
+"hf_model_pretrained": False}`` (``text_cfg`` as stored; `dalip.models.export_loading.local_model_config`
+writes it), and ``dalip.create_model("local-dir:DIR")`` always reads it. The tokenizer needs
+nothing: open_clip reads a ``local-dir:`` tokenizer from the folder itself.
+
+A folder that is not empty is refused unless ``overwrite``, which deletes the files of a
+previous export there (those its ``dalip_config.json`` lists) and nothing else; every file is
+written atomically, with the usual permissions (``0o666`` less the umask).
 
 This module writes and uploads exports; `dalip.models.export_loading` loads them.
 """
@@ -30,10 +41,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dalip.io import atomic_write_text
+from dalip.errors import RunFolderError
+from dalip.io import atomic_write, atomic_write_text
 from dalip.models.configs import portable_model_config
 from dalip.models.dalip_model import DALIPModel
-from dalip.models.export_loading import export_tokenizer, load_export, read_export
+from dalip.models.export_loading import (
+    EXPORT_FILES_KEY,
+    TEXT_TOWER,
+    export_files,
+    export_tokenizer,
+    load_export,
+    read_export,
+)
 from dalip.models.head_spec import HEAD_FIELDS
 from dalip.models.names import (
     DALIP_CONFIG,
@@ -45,19 +64,24 @@ from dalip.models.names import (
 
 # load_export and export_tokenizer live in dalip.models.export_loading; imported here as before
 __all__ = [
-    "DALIP_CONFIG", "DALIP_WEIGHTS", "OPEN_CLIP_CONFIG", "OPEN_CLIP_WEIGHTS", "export_model", "export_tokenizer",
-    "load_export", "push_export",
+    "DALIP_CONFIG", "DALIP_WEIGHTS", "OPEN_CLIP_CONFIG", "OPEN_CLIP_WEIGHTS", "export_files", "export_model",
+    "export_tokenizer", "load_export", "push_export",
 ]
 
 EXPORT_FORMAT = "dalip-export/1"
 """The ``format`` of ``dalip_config.json``."""
 
 
-def _save_tensors(state: Mapping[str, Any], path: Path) -> None:
-    """Write tensors to a ``.safetensors`` file (detached, on the CPU, contiguous)."""
-    from safetensors.torch import save_file
+def _save_tensors(state: Mapping[str, Any], path: Path) -> str:
+    """Write tensors to a ``.safetensors`` file (detached, on the CPU, contiguous); returns its name.
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path))
+    Through `atomic_write` (safetensors' own ``save_file`` leaves a mode-600 file).
+    """
+    from safetensors.torch import save
+
+    data = save({k: v.detach().cpu().contiguous() for k, v in state.items()})
+    atomic_write(path, lambda f: f.write(data))
+    return path.name
 
 
 def _jsonable(value: Any) -> Any:
@@ -76,20 +100,51 @@ def _check_open_clip_files_possible(model: DALIPModel) -> None:
         )
 
 
-def _write_open_clip_files(output: Path, configs: dict[str, Any], state: Mapping[str, Any], tokenizer: Any) -> None:
-    """``open_clip_config.json`` (``configs``: ``model_cfg``, ``preprocess_cfg``), the towers' weights
-    (the ``clip.`` part of ``state``) and a Hugging Face ``tokenizer``'s files."""
-    import open_clip
+def _claim_export_folder(output: Path, overwrite: bool) -> None:
+    """Refuse a file or a non-empty folder; with ``overwrite``, delete a previous export's files (only those)."""
+    if output.exists() and not output.is_dir():
+        raise RunFolderError(f"export output {output} is a file, not a folder")
+    found = sorted(p.name for p in output.iterdir()) if output.is_dir() else []
+    if found and not overwrite:
+        raise RunFolderError(
+            f"export output {output} is not empty ({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}); "
+            "pass --overwrite (overwrite=True) to replace a previous export there (only its files are deleted), "
+            "or choose another --output"
+        )
+    for path in export_files(output) if found else []:
+        path.unlink()
+    if (output / TEXT_TOWER).is_dir() and not any((output / TEXT_TOWER).iterdir()):
+        (output / TEXT_TOWER).rmdir()
 
+
+def _write_open_clip_files(output: Path, configs: dict[str, Any], state: Mapping[str, Any]) -> list[str]:
+    """``open_clip_config.json`` (``configs``: ``model_cfg``, ``preprocess_cfg``) and the towers' weights
+    (the ``clip.`` part of ``state``); returns the names written."""
     atomic_write_text(output / OPEN_CLIP_CONFIG, json.dumps(configs, indent=2))
-    _save_tensors({k[len("clip."):]: v for k, v in state.items() if k.startswith("clip.")}, output / OPEN_CLIP_WEIGHTS)
+    clip = {k[len("clip."):]: v for k, v in state.items() if k.startswith("clip.")}
+    return [OPEN_CLIP_CONFIG, _save_tensors(clip, output / OPEN_CLIP_WEIGHTS)]
+
+
+def _write_text_files(output: Path, model: DALIPModel, tokenizer: Any) -> list[str]:
+    """A Hugging Face text tower's ``text_tower/config.json`` and a Hugging Face ``tokenizer``'s files
+    (open_clip's ``local-dir:`` tokenizers read the folder); returns the names written."""
+    import open_clip
+    from open_clip.hf_model import HFTextEncoder
+
+    written = []
+    text = getattr(model.clip, "text", None)
+    if isinstance(text, HFTextEncoder):
+        atomic_write_text(output / TEXT_TOWER / "config.json", text.config.to_json_string())
+        written.append(f"{TEXT_TOWER}/config.json")
     if isinstance(tokenizer, open_clip.tokenizer.HFTokenizer):
-        tokenizer.save_pretrained(str(output))  # open_clip's local-dir: tokenizers read the folder
+        saved = tokenizer.tokenizer.save_pretrained(str(output))  # transformers returns the paths it wrote
+        written += [Path(p).relative_to(output).as_posix() for p in saved if Path(p).is_file()]
+    return written
 
 
 def _dalip_config(model: DALIPModel, model_section: Mapping[str, Any], configs: dict[str, Any], source: str) -> dict[str, Any]:
-    """The contents of ``dalip_config.json``: the ``model`` section's name, heads and open_clip options, the
-    open_clip ``configs`` (``model_cfg``, ``preprocess_cfg``) and the ``source`` note."""
+    """The contents of ``dalip_config.json`` but its file list: the ``model`` section's name, heads and open_clip
+    options, the open_clip ``configs`` (``model_cfg``, ``preprocess_cfg``) and the ``source`` note."""
     heads = {k: model_section.get(k) for k in HEAD_FIELDS if k in model_section}
     section = {"name": str(model_section["name"]), **heads, "open_clip": dict(model_section.get("open_clip") or {})}
     if model.alpha_logit is None:  # the model's own weight (it may have been set after training); a learned one is in the state
@@ -105,6 +160,7 @@ def export_model(
     tokenizer: Any = None,
     open_clip_files: bool = True,
     source: str = "",
+    overwrite: bool = False,
 ) -> Path:
     """Write ``model`` to the folder ``output`` (see the module docs for the files).
 
@@ -114,15 +170,17 @@ def export_model(
             ``second_order``, ``second_options``, ``alpha``, ``separate_second_scale``, ``open_clip``
             (the ``model`` section of a run config).
         output: the folder (created).
-        tokenizer: saved beside the open_clip files when it is a Hugging Face tokenizer.
+        tokenizer: its files are saved in the folder when it is a Hugging Face tokenizer.
         open_clip_files: also write the open_clip files (needs ``first_order="tower"``).
         source: a note on the origin, stored in ``dalip_config.json``.
+        overwrite: write into a non-empty folder, deleting a previous export's files first.
 
     Returns:
-        the folder.
+        the folder; `export_files` lists what was written.
 
     Raises:
         ValueError: ``open_clip_files`` for a model whose first-order embedding is a pooler head.
+        RunFolderError: ``output`` is a file, or a non-empty folder without ``overwrite``.
     """
     import open_clip
 
@@ -132,12 +190,13 @@ def export_model(
     model_cfg = portable_model_config(open_clip_model_config(str(model_section["name"]), **open_clip_kwargs))
     configs = _jsonable({"model_cfg": model_cfg, "preprocess_cfg": open_clip.get_model_preprocess_cfg(model.clip)})
     output = Path(output)
+    _claim_export_folder(output, overwrite)
     output.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
-    if open_clip_files:
-        _write_open_clip_files(output, configs, state, tokenizer)
-    atomic_write_text(output / DALIP_CONFIG, json.dumps(_dalip_config(model, model_section, configs, source), indent=2))
-    _save_tensors(state, output / DALIP_WEIGHTS)
+    written = _write_open_clip_files(output, configs, state) if open_clip_files else []
+    written += [*_write_text_files(output, model, tokenizer), _save_tensors(state, output / DALIP_WEIGHTS)]
+    config = {**_dalip_config(model, model_section, configs, source), EXPORT_FILES_KEY: sorted([*written, DALIP_CONFIG])}
+    atomic_write_text(output / DALIP_CONFIG, json.dumps(config, indent=2))  # last: it marks a finished export
     return output
 
 

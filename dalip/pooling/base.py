@@ -105,7 +105,16 @@ def _warn_non_finite_rows(tokens: Tensor, mask: Tensor | None, guide: Tensor | N
 
     The poolers keep such a row to itself (its output is non-finite, BatchNorm leaves it out
     of its statistics), so the other rows are unaffected; the warning says which input to look at.
+    One sum over the inputs tells whether any value is NaN/Inf (a sum holding one is not finite);
+    only then, or when the sum overflows, are the values read one by one.
     """
+    total = tokens.sum(dtype=torch.promote_types(tokens.dtype, torch.float32)) if mask is None else (
+        tokens.sum(-1, dtype=torch.promote_types(tokens.dtype, torch.float32)).masked_fill(~mask, 0).sum()
+    )
+    if guide is not None:
+        total = total + guide.sum(dtype=total.dtype)
+    if bool(total.isfinite()):
+        return
     finite = torch.isfinite(tokens).all(dim=-1)  # b n
     if mask is not None:
         finite = finite | ~mask  # padded tokens may hold anything

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "GroupNormLayer", "MaskedBatchNorm", "NormKind", "ReLUDropout", "TokenReduction", "project_tokens",
+    "GroupNormLayer", "MaskedBatchNorm", "NormKind", "ReLUDropout", "RowIsolatedBatchNorm", "TokenReduction",
+    "project_tokens",
     "project_tokens_transposed", "project_tokens_weight_grad",
 ]
 
@@ -46,6 +47,80 @@ def check_statistic_size(reduced_dim: int, heads: int, name: str) -> None:
 def _stat_dtype(x: Tensor) -> torch.dtype:
     """At least float32 (keeps float64 for gradcheck)."""
     return torch.promote_types(x.dtype, torch.float32)
+
+
+class RowIsolatedBatchNorm(torch.autograd.Function):
+    """Training-mode BatchNorm whose statistics skip the batch rows holding NaN/Inf, in one autograd node.
+
+    ``y = (x - mean) * rsqrt(var + eps) * weight + bias`` for every token, with ``mean`` and
+    ``var`` over the real tokens of the rows whose values are all finite. Each row's moments
+    come from one fused ``var_mean`` pass; a NaN/Inf anywhere in a row makes its variance
+    non-finite, so the rows to leave out are read from that ``(b, ..., d)`` result on the device
+    (no host sync, no ``isfinite`` pass over the tokens), and the rows are pooled by the parallel
+    variance formula. The backward pass is the BatchNorm gradient restricted to those rows,
+    two products over the tokens (autograd through the same forward would take about ten).
+    A non-finite row keeps non-finite outputs and gets non-finite input gradients; the
+    other rows' outputs and the statistics do not see it.
+
+    Shapes: ``x (b, n, g, d)`` (at least float32), ``mask (b, n) | None`` (True = real token),
+    ``weight, bias (d,)`` (shared by the groups) or ``(g, d)`` -> ``y (b, n, g, d)``,
+    ``mean, var`` (``weight``'s shape, broadcastable) -- the batch statistics, not differentiable;
+    ``count ()`` the tokens they pool (0: every row non-finite).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, mask: Tensor | None, weight: Tensor, bias: Tensor, eps: float):
+        dims = (1, 2) if weight.ndim == 1 else (1,)  # shared: pool the groups of a row too
+        pad = None if mask is None else ~mask[:, :, None, None]  # b n 1 1
+        kept = x if pad is None else x.masked_fill(pad, 0)  # padding (even inf / nan) -> 0
+        mean_b, var_b, count_b = _row_moments(kept, pad, dims)  # b 1 g|1 d, count b 1 1 1
+        finite = var_b.sum(dim=(1, 2, 3), keepdim=True) < math.inf  # b 1 1 1; False for nan too
+        count_b = count_b * finite
+        count = count_b.sum(0)  # 1 1 1
+        mean_b, var_b = mean_b.where(finite, 0), var_b.where(finite, 0)
+        mean = (count_b * mean_b).sum(0) / count.clamp_min(1)  # 1 g|1 d
+        var = (count_b * (var_b + (mean_b - mean).square())).sum(0) / count.clamp_min(1)
+        invstd = torch.rsqrt(var + eps)
+        scale = weight * invstd
+        y = torch.addcmul(bias - mean * scale, kept, scale)
+        ctx.save_for_backward(kept, pad, finite, count, mean, invstd, weight)
+        stats = mean.view(weight.shape), var.view(weight.shape), count.view(())
+        ctx.mark_non_differentiable(*stats)
+        return y, *stats
+
+    @staticmethod
+    def backward(ctx, dy: Tensor, *_) -> tuple[Tensor | None, None, Tensor | None, Tensor | None, None]:
+        kept, pad, finite, count, mean, invstd, weight = ctx.saved_tensors
+        dims = (0, 1, 2) if weight.ndim == 1 else (0, 1)
+        d_bias = dy.sum(dims)  # every token's output reads the statistics, padded ones too
+        d_weight = ((dy * kept).sum(dims) - mean.view(weight.shape) * d_bias) * invstd.view(weight.shape)
+        if not ctx.needs_input_grad[0]:
+            return None, None, d_weight, d_bias, None
+        # standard BatchNorm backward over the statistics' rows: dx = scale (dy - (d_bias + xhat d_weight) / count)
+        scale = weight * invstd
+        slope = -scale * invstd * d_weight / count.clamp_min(1)  # the xhat term, per unit of x
+        offset = -scale * (d_bias - mean * invstd * d_weight) / count.clamp_min(1)
+        dx = torch.addcmul(offset * finite, kept, slope * finite).addcmul_(dy, scale)
+        if pad is not None:
+            dx.masked_fill_(pad, 0)
+        return dx, None, d_weight, d_bias, None
+
+
+def _row_moments(kept: Tensor, pad: Tensor | None, dims: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean and biased variance of each batch row's real tokens, and their count.
+
+    Shapes: ``kept (b, n, g, d)`` (padding zeroed), ``pad (b, n, 1, 1) | None`` -> mean, var
+    ``(b, 1, g | 1, d)`` (reduced over ``dims``), count ``(b, 1, 1, 1)``.
+    """
+    b, n, g, _ = kept.shape
+    per_token = g if len(dims) == 2 else 1  # values per channel in one token
+    if pad is None:
+        var_b, mean_b = torch.var_mean(kept, dim=dims, keepdim=True, correction=0)
+        return mean_b, var_b, kept.new_full((b, 1, 1, 1), n * per_token)
+    count_b = (~pad).sum(1, keepdim=True, dtype=kept.dtype) * per_token  # b 1 1 1
+    mean_b = kept.sum(dims, keepdim=True) / count_b.clamp_min(1)
+    dev = (kept - mean_b).masked_fill_(pad, 0)
+    return mean_b, dev.square_().sum(dims, keepdim=True) / count_b.clamp_min(1), count_b
 
 
 class MaskedBatchNorm(nn.Module):
@@ -87,24 +162,15 @@ class MaskedBatchNorm(nn.Module):
             )
             return out.view(x.shape).to(x.dtype)
         # Training: a batch row (sample) with any NaN/Inf is left out of the statistics and of the
-        # running-statistics update, as if it were not in the batch; its own output stays
-        # non-finite (so the loss shows it), the other rows are unaffected. Found on the device
-        # (no host sync); this costs the fused F.batch_norm kernel, ~1.7x this layer's time on a CPU.
-        finite = torch.isfinite(xf).flatten(1).all(dim=1)  # b
-        real = finite[:, None] if mask is None else mask & finite[:, None]  # b n
-        dims = (0, 1, 2) if self.weight.ndim == 1 else (0, 1)  # shared: pool the groups too
-        w = real.to(dtype)[:, :, None, None]  # b n 1 1
-        xs = xf.masked_fill(w == 0, 0)  # padded and non-finite values (inf / nan) must not leak
-        count = w.expand(*x.shape[:-1], 1).sum(dims)  # (1,) or (g, 1)
-        mean = (xs * w).sum(dims) / count.clamp_min(1)
-        var = ((xs - mean).square() * w).sum(dims) / count.clamp_min(1)
+        # running-statistics update, as if it were not in the batch (see RowIsolatedBatchNorm).
+        y, mean, var, count = RowIsolatedBatchNorm.apply(
+            xf, mask, self.weight.to(dtype), self.bias.to(dtype), self.eps
+        )
         with torch.no_grad():  # no finite row: the running statistics stay as they are
             unbiased = var * count / (count - 1).clamp_min(1)
             rate = self.momentum * (count > 0).to(self.running_mean.dtype)
             self.running_mean.lerp_(mean.to(self.running_mean.dtype), rate)
             self.running_var.lerp_(unbiased.to(self.running_var.dtype), rate)
-        kept = xf if mask is None else xf.masked_fill(~mask[:, :, None, None], 0)  # padding -> 0, bad rows stay
-        y = (kept - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
         return y.to(x.dtype)
 
 

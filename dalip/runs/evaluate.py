@@ -8,14 +8,14 @@ from typing import Any
 
 from dalip.errors import ConfigError
 from dalip.eval import ZeroShotSet, evaluate, format_results, save_results
-from dalip.eval.fusion import format_fusion, plot_fusion
-from dalip.models import get_tokenizer
+from dalip.eval.fusion import check_fusion_weights, format_fusion, plot_fusion
+from dalip.models import create_model, get_tokenizer
 from dalip.runs.config import TrainConfig
 from dalip.runs.data import eval_image_transform, run_eval_sets, zero_shot_sets
 from dalip.runs.folder import unused_path
 from dalip.runs.load import load_run
 
-__all__ = ["evaluate_checkpoint", "evaluate_run"]
+__all__ = ["evaluate_checkpoint", "evaluate_export", "evaluate_run"]
 
 
 def _with_zero_shot(eval_sets: Mapping[str, Any], zero_shot: Mapping[str, ZeroShotSet]) -> dict:
@@ -51,13 +51,45 @@ def evaluate_run(
         image_transform=eval_image_transform(config, model),
         fusion=config.eval.fusion,
     )
+    _report(results, output_json, model.alpha if config.eval.fusion else None)
+    return results
+
+
+def _report(results: dict, output_json: Path, alpha: float | None) -> None:
+    """Write the JSON and print the table; with ``alpha`` (the model's weight), the fusion table and plot too."""
     save_results(results, output_json)
     print(format_results(results))
     print(f"evaluation written to {output_json}")
-    if config.eval.fusion:
-        print(format_fusion(results, model.alpha))
-        plot = plot_fusion(results, output_json.with_name(f"{output_json.stem}_fusion.png"), model.alpha)
+    if alpha is not None:
+        print(format_fusion(results, alpha))
+        plot = plot_fusion(results, output_json.with_name(f"{output_json.stem}_fusion.png"), alpha)
         print(f"fusion curve plotted to {plot}")
+
+
+def evaluate_export(
+    name: str, output: str | Path, zero_shot: Mapping[str, ZeroShotSet], fusion: list[float] | None = None,
+    batch_size: int = 64,
+) -> dict:
+    """``dalip eval --model local-dir:EXPORT`` of a dalip export: every embedding its heads give.
+
+    The whole DALIP model (``dalip.create_model("local-dir:...")``) is scored on the
+    ``zero_shot`` sets with its own preprocessing (the run's, for an export of a run):
+    ``first``, ``second`` and ``combined`` with second-order heads, and the ``fusion``
+    curve, the numbers ``dalip eval --checkpoint`` gives for the run it came from.
+
+    Raises:
+        ConfigError: ``fusion`` weights outside [0, 1], or for an export without second-order heads.
+    """
+    model = create_model(name)
+    if fusion is not None:
+        try:
+            fusion = list(check_fusion_weights(fusion))
+        except ValueError as err:
+            raise ConfigError(f"--fusion: {err}") from None
+        if not model.has_second_order:
+            raise ConfigError(f"--fusion needs second-order heads; the export {name} has a first-order embedding only")
+    results = evaluate(model, get_tokenizer(name), zero_shot, batch_size=batch_size, fusion=fusion)
+    _report(results, Path(output), model.alpha if fusion else None)
     return results
 
 

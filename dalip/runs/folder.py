@@ -31,7 +31,7 @@ from dalip.runs.checkpoint import checkpoint_step, discard_corrupt_checkpoints
 from dalip.runs.config import TrainConfig, config_from_dict, config_to_dict
 
 __all__ = [
-    "RESUME_MAY_CHANGE", "RUN_FILES", "RunLock", "check_resume_config", "claim_run_folder",
+    "RESUME_MAY_CHANGE", "RUN_FILES", "RunLock", "check_resume_config", "claim_run_folder", "discard_unstarted_run",
     "existing_run_files", "unused_path",
 ]
 
@@ -65,6 +65,22 @@ def _clear_run(folder: Path) -> None:
     for pattern in RUN_FILES:
         for path in folder.glob(pattern):
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def discard_unstarted_run(folder: str | Path, created: bool) -> bool:
+    """After a failure: remove what a run without any checkpoint wrote, so that a plain rerun is accepted.
+
+    Nothing is touched when ``folder`` holds a checkpoint (``--resume`` continues from it).
+    The folder itself goes too when ``created`` (this run made it) and nothing else is left.
+    Returns whether the run's files were removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or any(folder.glob("checkpoint*.pt")):
+        return False
+    _clear_run(folder)
+    if created and not any(p.name != LOCK for p in folder.iterdir()):
+        shutil.rmtree(folder)
+    return True
 
 
 def claim_run_folder(folder: str | Path, resume: bool = False, overwrite: bool = False) -> None:

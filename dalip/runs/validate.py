@@ -16,12 +16,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dalip.data import create_dataset, list_datasets
 from dalip.data.labelled import TEMPLATE_SETS
 from dalip.errors import ConfigError
 from dalip.eval.encode import EMBEDDINGS
 from dalip.eval.fusion import check_fusion_weights
-from dalip.losses import LOSSES
+from dalip.losses import FEATURE_KEYS, LOSSES, AlignmentLoss, create_loss
 from dalip.models import list_models
 from dalip.models.head_spec import HEAD_FIELDS
 from dalip.models.names import CHECKPOINT_SUFFIXES, check_pretrained_tag
@@ -38,8 +40,22 @@ from dalip.runs.config_schema import (
 )
 
 __all__ = [
-    "ACCUM_SCOPES", "PRECISIONS", "SCHEDULES", "STRATEGIES", "ZERO_SHOT_KEYS", "validate_distributed", "validate", "validate_cache_frozen", "validate_data", "validate_eval", "validate_loss",
-    "validate_model", "validate_optim", "validate_run", "validate_zero_shot",
+    "ACCUM_SCOPES",
+    "PRECISIONS",
+    "SCHEDULES",
+    "STRATEGIES",
+    "ZERO_SHOT_KEYS",
+    "loss_options",
+    "validate",
+    "validate_cache_frozen",
+    "validate_data",
+    "validate_distributed",
+    "validate_eval",
+    "validate_loss",
+    "validate_model",
+    "validate_optim",
+    "validate_run",
+    "validate_zero_shot",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "pure_bf16")
@@ -139,6 +155,33 @@ def validate_loss(loss: LossConfig, m: ModelConfig) -> None:
         (not m.alpha_learnable or "alpha" not in loss.options,
          "model.alpha_learnable: remove loss.options.alpha (the loss uses the model's learned alpha)"),
     ])
+    try:
+        built = create_loss(loss.name, **loss_options(loss, m))  # no weights: a few modules, built in microseconds
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"loss.options: {err}") from None
+    second = _second_order_terms(built)
+    if second and m.second_order is None:
+        fix = "loss.options.alpha=1" if loss.name == "distribution" else f"loss terms without them ({', '.join(second)})"
+        raise ConfigError(f"model.second_order is null (no second-order head), but loss {loss.name!r} aligns "
+                          f"second-order features (term(s) {', '.join(map(repr, second))}): set loss.name=clip or "
+                          f"{fix}, or give model.second_order a pooler (e.g. mbdc)")
+
+
+def loss_options(loss: LossConfig, m: ModelConfig) -> dict[str, Any]:
+    """The options the loss of a run is built with: ``loss.options``, and for ``distribution``
+    ``model.alpha`` as its alpha unless ``loss.options.alpha`` is set."""
+    options = dict(loss.options)
+    if loss.name == "distribution":
+        options.setdefault("alpha", m.alpha)
+    return options
+
+
+def _second_order_terms(built: AlignmentLoss) -> list[str]:
+    """The terms of a built loss that read second-order features (pair losses of ``order="second"``,
+    or losses reading one of their keys), by their part names."""
+    keys = FEATURE_KEYS["second"]
+    return [name.rpartition(".")[2] or type(built).__name__ for name, module in built.named_modules()
+            if getattr(module, "order", None) == "second" or getattr(module, "key", None) in keys]
 
 
 # ------------------------------------------------------------------ optim
@@ -194,9 +237,9 @@ def validate_cache_frozen(m: ModelConfig, data: DataConfig) -> None:
               ("text", m.lock_text, "unlocked_text_layers", m.unlocked_text_layers))
     problems = [f"the {t} tower is not fully locked (model.lock_{t}={str(lock).lower()}, model.{key}={n}): "
                 f"set model.lock_{t}=true and model.{key}=0" for t, lock, key, n in towers if not lock or n]
-    if spec.augment:
-        problems.append("training augmentation is on (data.spec.augment is true, the default): every epoch sees "
-                        "new crops of an image; set data.spec.augment=false")
+    if spec.augmentation() is not None:
+        problems.append("training augmentation is on (data.spec.augment is true, the default, or a mapping): every "
+                        "epoch sees new crops of an image; set data.spec.augment=false")
     if spec.domain_fraction is not None:
         problems.append("data.spec.domain_fraction mixes two sources, redrawing the sample behind an index every "
                         "epoch; train on one source")
@@ -290,12 +333,23 @@ def validate_zero_shot(entries: list) -> None:
 
 
 # ------------------------------------------------------------------ distributed
+def _backend_names(backend: str) -> list[str]:
+    """The backend names of ``distributed.backend``: ``"gloo"`` or per device ``"cpu:gloo,cuda:nccl"``."""
+    return [part.split(":")[-1].strip().lower() for part in backend.split(",")]
+
+
 def validate_distributed(d: DistributedConfig, m: ModelConfig) -> None:
-    """The ``distributed`` section: a known strategy; the backend is any name torch.distributed knows."""
+    """The ``distributed`` section: a known strategy and backend, and no FSDP with what it cannot shard."""
+    known = [b for b in torch.distributed.Backend.backend_list if b != "undefined"]
+    backend_ok = d.backend is None or (isinstance(d.backend, str) and d.backend != ""
+                                       and all(name in known for name in _backend_names(d.backend)))
     _require([
         (d.strategy in STRATEGIES, f"distributed.strategy must be one of {', '.join(STRATEGIES)}, got {d.strategy!r}"),
-        (d.backend is None or (isinstance(d.backend, str) and d.backend != ""),
-         "distributed.backend must be null (nccl on GPUs, gloo on CPUs) or a backend name such as nccl or gloo"),
-        (not (d.strategy == "fsdp" and m.compile), "distributed.strategy=fsdp with model.compile is not supported; "
-         "set model.compile=false"),
+        (backend_ok, (f"distributed.backend must be null (nccl on GPUs, gloo on CPUs), one of {', '.join(known)} "
+                      f"or one per device like cpu:gloo,cuda:nccl; got {d.backend!r}")),
+        (not (d.strategy == "fsdp" and m.compile),
+         "distributed.strategy=fsdp with model.compile is not supported; set model.compile=false"),
+        (not (d.strategy == "fsdp" and m.cache_frozen),
+         ("distributed.strategy=fsdp with model.cache_frozen: the towers are frozen and cached and only the small "
+          "heads train, so there is nothing worth sharding; set distributed.strategy=ddp")),
     ])

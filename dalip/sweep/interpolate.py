@@ -19,13 +19,15 @@ fine-tuned weights buys and how much general accuracy it costs.
 
 from __future__ import annotations
 
+import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from dalip.errors import ConfigError
+from dalip.errors import ConfigError, RunFolderError
 from dalip.models import DALIPModel, get_tokenizer
 from dalip.models.checkpoint import read_state_dict
 from dalip.runs import build_model
@@ -36,9 +38,38 @@ from dalip.runs.load import read_run
 from dalip.sweep.aggregate import collect, summarise_runs, write_tables
 from dalip.sweep.plots import headline_embedding, plot_tradeoff
 
-__all__ = ["blend", "initial_state", "interpolate_and_evaluate", "start_state"]
+__all__ = ["OUTPUT_FILES", "blend", "claim_output", "initial_state", "interpolate_and_evaluate", "start_state"]
 
 INIT = "init"
+OUTPUT_FILES = re.compile(r"interpolation\.(md|csv|png)|ratio_[0-9.e+-]+")
+"""The names an interpolation writes in its output folder (what ``--overwrite`` deletes, and only that)."""
+
+
+def claim_output(output: Path, overwrite: bool) -> list[Path]:
+    """Check that an interpolation may write ``output``; with ``overwrite``, delete a previous one's files.
+
+    The run-folder rule of ``dalip train`` / ``export``: a non-empty folder is refused unless
+    ``overwrite``, which deletes the `OUTPUT_FILES` there (``ratio_<t>/`` folders, the tables
+    and the plot) and leaves every other file alone, so no stale ratio survives a rerun.
+
+    Returns:
+        The deleted paths.
+
+    Raises:
+        RunFolderError: ``output`` is not empty and ``overwrite`` is not set.
+    """
+    found = sorted(p.name for p in output.iterdir()) if output.is_dir() else []
+    if found and not overwrite:
+        raise RunFolderError(f"--output {output} is not empty ({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}"
+                             "); pass --overwrite to replace a previous interpolation there, or choose another "
+                             "--output")
+    own = [output / name for name in found if OUTPUT_FILES.fullmatch(name)]
+    if own:
+        print(f"--overwrite: deleting the previous interpolation in {output} ({', '.join(p.name for p in own[:4])}"
+              f"{', ...' if len(own) > 4 else ''})", flush=True)
+    for path in own:
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    return own
 
 
 def initial_state(config: TrainConfig) -> dict[str, Tensor]:
@@ -106,7 +137,7 @@ def _tradeoff_axes(results: dict, domain: str | None, general: str | None,
 def interpolate_and_evaluate(
     start: str | Path, end: str | Path, ratios: Sequence[float], output: Path,
     overrides: list[str] | None = None, metric: str | None = None,
-    domain: str | None = None, general: str | None = None,
+    domain: str | None = None, general: str | None = None, overwrite: bool = False,
 ) -> list[Path]:
     """Evaluate the blend at every ratio; write ``ratio_<t>/eval.json``, ``interpolation.md/.csv/.png``.
 
@@ -116,14 +147,20 @@ def interpolate_and_evaluate(
     Twemoji, ``val`` / the first ``eval.zero_shot`` set for a labelled folder) and
     their first ``<task>/top1`` metric.
 
+    A non-empty ``output`` is refused unless ``overwrite``, which first deletes what a
+    previous interpolation wrote there (`claim_output`).
+
     Raises:
         FileNotFoundError: a checkpoint is missing.
         ConfigError: bad overrides.
+        RunFolderError: ``output`` is not empty and ``overwrite`` is not set.
         ValueError: a ratio outside [0, 1].
     """
     bad = [t for t in ratios if not 0.0 <= t <= 1.0]
     if bad:
         raise ConfigError(f"interpolation ratios must be in [0, 1], got {bad}")
+    if not overwrite:
+        claim_output(output, overwrite=False)  # refused before any model is built
     if not Path(end).is_file():
         raise FileNotFoundError(f"end checkpoint not found: {end}")
     state, config = read_run(end, overrides)
@@ -133,6 +170,7 @@ def interpolate_and_evaluate(
         print(f"{len(filled)} tensors absent from {start} start from the end run's step-0 weights: {filled[:4]} ...")
     model = build_model(config, load_weights=False)  # every weight comes from the blend
     eval_sets = _checked_eval_sets(config, model, domain, general)
+    claim_output(output, overwrite)  # after every check: a failed call deletes nothing
     output.mkdir(parents=True, exist_ok=True)
     folders, results = _evaluate_blends(model, config, eval_sets, (start_weights, end_weights), ratios, output)
     notes = [f"start: `{start}`", f"end: `{end}`", "theta(t) = (1 - t) start + t end"]

@@ -7,6 +7,7 @@ training loop, ``dalip eval``, exports, interpolation and the benchmarks.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -14,9 +15,9 @@ from torch import nn
 from dalip.losses import AlignmentLoss, create_loss
 from dalip.models import DALIPModel
 from dalip.runs.config import TrainConfig
-from dalip.train.schedule import warmup_cosine
+from dalip.train.schedule import lr_multiplier
 
-__all__ = ["build_loss", "build_optimizer", "build_scheduler", "set_train_mode"]
+__all__ = ["build_loss", "build_optimizer", "build_scheduler", "no_decay", "set_train_mode"]
 
 
 def set_train_mode(model: DALIPModel, config: TrainConfig) -> None:
@@ -29,9 +30,15 @@ def set_train_mode(model: DALIPModel, config: TrainConfig) -> None:
         getattr(model.clip, "text", getattr(model.clip, "transformer", None)).eval()
 
 
+def no_decay(name: str, param: nn.Parameter, patterns: list[str]) -> bool:
+    """Whether a parameter is exempt from weight decay: fewer than 2 dims (gains, biases, norms, the
+    logit scale) or a name matching one of ``patterns`` (fnmatch, ``optim.no_decay``)."""
+    return param.ndim < 2 or any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
+
+
 def build_optimizer(model: DALIPModel, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW: towers at ``lr``, new heads (and ``head_patterns``) at ``head_lr``; no decay on
-    gains, biases, norms and the logit scale."""
+    parameters with fewer than 2 dims and those matching ``optim.no_decay`` (see `no_decay`)."""
     o = config.optim
     heads = {id(p) for p in model.head_parameters()}
     heads |= {id(p) for n, p in model.named_parameters() if any(fnmatch.fnmatchcase(n, pat) for pat in o.head_patterns)}
@@ -39,8 +46,8 @@ def build_optimizer(model: DALIPModel, config: TrainConfig) -> torch.optim.AdamW
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        no_decay = p.ndim < 2 or "logit_scale" in name or "logit_bias" in name
-        key = ("heads" if id(p) in heads else "decay") if not no_decay else ("heads_no_decay" if id(p) in heads else "no_decay")
+        exempt = no_decay(name, p, o.no_decay)
+        key = ("heads" if id(p) in heads else "decay") if not exempt else ("heads_no_decay" if id(p) in heads else "no_decay")
         groups[key].append(p)
     lr = {"decay": o.lr, "no_decay": o.lr, "heads": o.head_lr, "heads_no_decay": o.head_lr}
     decay = {"decay": o.weight_decay, "heads": o.weight_decay, "no_decay": 0.0, "heads_no_decay": 0.0}
@@ -60,6 +67,16 @@ def build_loss(config: TrainConfig) -> AlignmentLoss:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over ``optim.warmup_steps``, then cosine decay to zero at ``optim.steps``."""
+    """Linear warmup over ``optim.warmup_steps``, then ``optim.schedule`` (`dalip.train.schedule`) up to ``optim.steps``.
+
+    ``const-cooldown`` ends at the learning rate ``optim.lr_cooldown_end`` in every group (an
+    absolute rate, as open_clip's ``--lr-cooldown-end``), so each group gets its own multiplier.
+    """
     o = config.optim
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, o.warmup_steps, o.steps))
+
+    def shape(base_lr: float) -> Callable[[int], float]:
+        end = o.lr_cooldown_end / base_lr if base_lr > 0 else 0.0
+        return lambda s: lr_multiplier(o.schedule, s, o.warmup_steps, o.steps, o.cooldown_steps, end, o.cooldown_power)
+
+    # initial_lr: the base rate even when a resumed optimizer state (with a scheduled lr) came first
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [shape(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups])

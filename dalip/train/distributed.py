@@ -6,7 +6,8 @@
   else the first node of ``SLURM_JOB_NODELIST`` and a port derived from ``SLURM_JOB_ID``
   (every task of a job computes the same). A single SLURM task runs without a process group.
 
-No environment variable is set or changed.
+The process-group backend is ``distributed.backend`` (`resolve_backend`): NCCL on GPUs and
+gloo on CPUs unless named. No environment variable is set or changed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "slurm_rendezvous"]
+from dalip.errors import ConfigError
+
+__all__ = ["DistInfo", "init_distributed", "resolve_backend", "slurm_rendezvous"]
 
 
 @dataclass(frozen=True)
@@ -74,15 +77,37 @@ def _ranks() -> tuple[int, int, int, str | None]:
     return 0, 0, 1, None
 
 
-def init_distributed() -> DistInfo:
-    """Join the process group when launched by ``torchrun`` or ``srun`` (NCCL on GPU, gloo on CPU)."""
+def resolve_backend(backend: str | None, device: torch.device) -> str:
+    """The process-group backend: ``backend`` (``distributed.backend``), else NCCL on a GPU and gloo on a CPU.
+
+    Raises:
+        ConfigError: NCCL asked for on a machine without a GPU.
+    """
+    if backend is None:
+        return "nccl" if device.type == "cuda" else "gloo"
+    if "nccl" in backend and ":" not in backend and device.type != "cuda":
+        raise ConfigError(f"distributed.backend={backend} needs GPUs and this process has none; "
+                          "set distributed.backend=gloo (or null: gloo on CPUs)")
+    return backend
+
+
+def init_distributed(backend: str | None = None) -> DistInfo:
+    """Join the process group when launched by ``torchrun`` or ``srun``, with `resolve_backend`'s backend.
+
+    Raises:
+        ConfigError: the backend does not fit the device, or the process group of this
+            process already runs another backend.
+    """
     rank, local, world, init_method = _ranks()
     if torch.cuda.is_available():
         device = torch.device("cuda", local % torch.cuda.device_count())  # srun --gpus-per-task: one visible GPU
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
+    name = resolve_backend(backend, device)
     if init_method is not None and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=init_method,
-                                rank=rank, world_size=world)
+        dist.init_process_group(name, init_method=init_method, rank=rank, world_size=world)
+    elif backend is not None and dist.is_initialized() and dist.get_backend() != backend:
+        raise ConfigError(f"distributed.backend={backend}, but this process already joined a "
+                          f"{dist.get_backend()} process group; set distributed.backend={dist.get_backend()}")
     return DistInfo(rank, local, world, device)

@@ -11,6 +11,7 @@ runs the steps, logging, checkpoints and evaluations of one call of `train`.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from dalip.data.batch import first_bad_samples
-from dalip.errors import ConfigError, NonFiniteLossError, RunFolderError
+from dalip.errors import NonFiniteLossError, RunFolderError
 from dalip.models import get_tokenizer
 from dalip.pooling import value_checks
 from dalip.runs.checkpoint import (
@@ -33,7 +33,7 @@ from dalip.runs.checkpoint import (
 )
 from dalip.runs.config import TrainConfig, config_to_dict, save_config
 from dalip.runs.evaluate import evaluate_run
-from dalip.runs.folder import RunLock, check_resume_config, claim_run_folder
+from dalip.runs.folder import RunLock, check_resume_config, claim_run_folder, discard_unstarted_run
 from dalip.runs.model import build_model
 from dalip.train.batches import RunData, TrainBatches, build_data
 from dalip.train.builders import build_loss, build_optimizer, build_scheduler, set_train_mode
@@ -43,7 +43,7 @@ from dalip.train.metrics_log import METRICS, MetricsLog, read_metrics
 from dalip.train.plots import plot_run
 from dalip.train.step import StepStats, train_step
 
-__all__ = ["MicroBatches", "Trainer", "build_model", "build_optimizer", "train", "train_step"]
+__all__ = ["Trainer", "build_model", "build_optimizer", "train", "train_step"]
 
 
 NOT_DIVERGED = torch.iinfo(torch.int64).max
@@ -71,42 +71,37 @@ def _check_finite_weights(model: nn.Module, step: int) -> None:
                                  f"before are kept: {_ADVICE}")
 
 
-MAX_EMPTY_BATCHES = 20
-"""Consecutive micro-batches without one readable sample after which a run stops (the data is unreadable)."""
+def summed_over_ranks(window: StepStats) -> dict[str, float]:
+    """The window's loss, loss parts, images and skipped samples summed over every rank (one host read)."""
+    keys = ["loss", *(f"loss/{k}" for k in sorted(window.parts)), "images", "skipped"]
+    values = [window.loss.float(), *(window.parts[k].float() for k in sorted(window.parts)),
+              torch.tensor(float(window.images), device=window.loss.device),
+              torch.tensor(float(window.skipped), device=window.loss.device)]
+    totals = torch.stack([v.reshape(()) for v in values])
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(totals)
+    return dict(zip(keys, totals.tolist()))
 
 
-class MicroBatches:
-    """Micro-batches from ``start`` on, skipping those without a readable sample.
+def all_ranks(value: Any) -> list:
+    """``value`` of every rank, by rank (a picklable object; one collective when several processes run)."""
+    if not torch.distributed.is_initialized():
+        return [value]
+    gathered: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
 
-    A skipped batch's samples are counted in the next batch's ``skipped``; ``micro`` is
-    the next micro-batch index (stored in checkpoints, so a resumed run reads the same data).
 
-    Raises:
-        ConfigError: `MAX_EMPTY_BATCHES` consecutive batches had no readable sample (the
-            message names the first bad files this process saw).
-    """
-
-    def __init__(self, batches: TrainBatches, start: int) -> None:
-        self.batches, self.micro = batches, start
-
-    def __iter__(self) -> MicroBatches:
-        return self
-
-    def __next__(self) -> Any:
-        skipped = 0
-        for _ in range(MAX_EMPTY_BATCHES):
-            batch = self.batches.get(self.micro)
-            self.micro += 1
-            if len(batch):
-                batch.skipped += skipped
-                return batch
-            skipped += batch.skipped
-
-        bad = first_bad_samples()
-        raise ConfigError(
-            f"data: no readable sample in the last {MAX_EMPTY_BATCHES} batches ({skipped} samples); first bad files: "
-            + (", ".join(bad) if bad else "named in the warnings of the data-loader workers above")
-        )
+def data_position(state: dict, rank: int, config: TrainConfig) -> dict:
+    """This rank's data position in a checkpoint (older checkpoints: the count of whole micro-batches)."""
+    if "data" in state:
+        positions = state["data"]
+        if len(positions) <= rank:
+            raise RunFolderError(f"the checkpoint holds the data positions of {len(positions)} process(es); resume "
+                                 f"with as many (this is rank {rank})")
+        return positions[rank]
+    micro = int(state.get("micro", state["step"] * config.optim.accum_steps))
+    return {"position": micro * config.data.batch_size}
 
 
 def _raise_on_every_rank(error: Exception | None, dist_info: DistInfo, output: Path) -> None:
@@ -140,21 +135,23 @@ class Trainer:
         self.loss_fn = build_loss(config)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config)
-        self.data: RunData = build_data(config, self.dist, self.model, keyed=config.model.cache_frozen)
-        self.step, self.metrics, micro = 0, [], 0
+        self.data: RunData = build_data(config, self.dist, self.model, keyed=config.model.cache_frozen,
+                                        tokenizer=self.tokenizer)
+        self.step, self.metrics = 0, []
         if resume:
-            micro = self._resume()
+            self._resume()
+        self.first_step = self.step  # a failure before this call's first step leaves no run behind
         self.frozen = self._build_frozen_cache(frozen_caches) if config.model.cache_frozen else None
-        self.micro_batches = MicroBatches(self.data.train, micro)
+        self.micro_batches: TrainBatches = self.data.train  # exactly data.batch_size readable samples each
         self.log = self._open_log() if self.dist.is_main else None
         self.net = self._wrap(self.model if self.frozen is None else CachedTowersForward(self.model))
 
     # ------------------------------------------------------------------ set-up
-    def _resume(self) -> int:
-        """Restore the newest intact checkpoint (corrupt ones were set aside); the next micro-batch."""
+    def _resume(self) -> None:
+        """Restore the newest intact checkpoint (corrupt ones were set aside) and the data position."""
         found = list_checkpoints(self.output)
         if not found:
-            return 0
+            return
         state = load_training_checkpoint(found[0])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -164,7 +161,7 @@ class Trainer:
         self.metrics = read_metrics(self.output / METRICS, self.step)
         if self.dist.is_main:
             print(f"resumed from {found[0]} at step {self.step}/{self.config.optim.steps}")
-        return int(state.get("micro", self.step * self.config.optim.accum_steps))
+        self.data.train.load_state_dict(data_position(state, self.dist.rank, self.config))
 
     def _build_frozen_cache(self, pool: FrozenCachePool | None) -> FrozenTowerCache:
         """``model.cache_frozen``: both frozen towers over every training sample, once (after a resume's weights).
@@ -197,38 +194,49 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Checkpoint the run (never a diverged model; only the main process writes)."""
         _check_finite_weights(self.model, self.step)  # every rank (same weights)
+        data = all_ranks(self.micro_batches.state_dict())  # each rank's own data position
         if self.dist.is_main:
             state = {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "step": self.step,
-                "micro": self.micro_batches.micro,  # the next micro-batch (empty ones are skipped)
+                "data": data,  # per rank: where its next batch starts (`TrainBatches.state_dict`)
                 "rng": capture_rng(),
                 "config": config_to_dict(self.config),
             }
             save_training_checkpoint(state, self.output, self.config.run.keep_checkpoints)
 
     def evaluate(self) -> None:
-        """The ``eval.every`` evaluation into ``eval_step<N>.json`` (main process; the others wait)."""
+        """The ``eval.every`` evaluation into ``eval_step<N>.json`` and the loggers (main process; the others wait)."""
         if self.dist.is_main:
-            evaluate_run(self.model, self.tokenizer, self.data.eval_sets, self.config,
-                         self.output / f"eval_step{self.step}.json")
+            results = evaluate_run(self.model, self.tokenizer, self.data.eval_sets, self.config,
+                                   self.output / f"eval_step{self.step}.json")
+            self.log.write_eval(self.step, results)
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
 
-    def log_window(self, window: StepStats, elapsed: float) -> dict:
-        """Write one metrics row for the steps of ``window`` (one host sync)."""
-        lrs = self.scheduler.get_last_lr()
+    def log_window(self, window: StepStats, elapsed: float) -> dict | None:
+        """Write one metrics row for the steps of ``window``, summed over every rank (one host sync).
+
+        Every rank calls it (the sums are a collective); the main process writes and returns the row.
+        """
+        totals = summed_over_ranks(window)
+        if not self.dist.is_main:
+            return None
+        lrs, world = self.scheduler.get_last_lr(), self.dist.world_size
+        n = max(window.steps, 1)
+        images = totals.pop("images")
         row = {
             "step": self.step,
-            **window.means(),
+            **{key: value / (n * world) for key, value in totals.items() if key != "skipped"},  # means over ranks
             "lr": lrs[0],
             "head_lr": lrs[-1],
             "logit_scale": self.model.clip.logit_scale.exp().item(),
             **({"alpha": self.model.alpha} if self.model.alpha_logit is not None else {}),
-            "images_per_s": window.images * self.dist.world_size / max(elapsed, 1e-9),
-            "skipped": window.skipped,
+            "images_per_s": images / max(elapsed, 1e-9),  # all ranks together
+            "images_per_s_per_rank": images / world / max(elapsed, 1e-9),
+            "skipped": int(totals["skipped"]),  # unreadable samples replaced, all ranks
         }
         if self.dist.device.type == "cuda":  # peak since the start of the run, this process
             row["max_memory_gib"] = torch.cuda.max_memory_allocated(self.dist.device) / 2**30
@@ -243,48 +251,55 @@ class Trainer:
     # -------------------------------------------------------------------- loop
     def run(self, stop_after: int | None = None) -> dict:
         """Train up to ``optim.steps`` (or ``stop_after`` more steps), then evaluate at the end."""
-        config, steps = self.config, self.config.optim.steps
+        steps = self.config.optim.steps
         target = steps if stop_after is None else min(steps, self.step + stop_after)
-        skipped_total = sum(r.get("skipped", 0) for r in self.metrics)
         bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", disable=not self.dist.is_main)
-        window, window_start = StepStats.empty(self.dist.device), time.perf_counter()
-        diverged = torch.full((), NOT_DIVERGED, device=self.dist.device)  # the first step with a non-finite loss
         try:
-            with value_checks(config.run.value_checks):
-                while self.step < target:
-                    set_train_mode(self.model, config)
-                    stats = train_step(self.net, self.model, self.loss_fn, self.tokenizer, self.micro_batches,
-                                        self.optimizer, self.scheduler, config, self.dist, self.frozen)
-                    window.add(stats)
-                    self.step += 1
-                    skipped_total += stats.skipped
-                    bar.update(1)
-                    diverged = torch.where(torch.isfinite(stats.loss), diverged, diverged.clamp_max(self.step))
-                    last = self.step == target
-                    if self._reads_values(self.step, last) and (error := _divergence(diverged)) is not None:
-                        raise error
-                    if self.dist.is_main and (self.step % config.run.log_every == 0 or last):
-                        row = self.log_window(window, time.perf_counter() - window_start)
-                        window, window_start = StepStats.empty(self.dist.device), time.perf_counter()
-                        bar.set_postfix(loss=f"{row['loss']:.3f}")
-                    if self.step % config.run.checkpoint_every == 0 or last:
-                        self.save_checkpoint()
-                    if config.eval.every and self.step % config.eval.every == 0 and self.step < steps:
-                        self.evaluate()
+            with value_checks(self.config.run.value_checks):
+                skipped = self._steps(target, bar)
+            if skipped:
+                where = f"rank {self.dist.rank}: " if self.dist.world_size > 1 else ""
+                print(f"{where}replaced {skipped} unreadable samples in this call (the first are named in the "
+                      "warnings above; metrics.jsonl counts every rank)")
+            results: dict = {}
+            if self.step == steps and self.dist.is_main:
+                results = finish_run(self.model, self.tokenizer, self.data, self.config, self.output, self.metrics)
+                self.log.write_eval(self.step, results)
         finally:
             bar.close()
             if self.log is not None:
                 self.log.close()
-        if skipped_total and self.dist.is_main:
-            print(f"skipped {skipped_total} unreadable samples (see the log for their paths)")
-        if self.step < steps:
-            return {}
-        results: dict = {}
-        if self.dist.is_main:
-            results = finish_run(self.model, self.tokenizer, self.data, config, self.output, self.metrics)
-        if torch.distributed.is_initialized():
+        if self.step == steps and torch.distributed.is_initialized():
             torch.distributed.barrier()
         return results
+
+    def _steps(self, target: int, bar: tqdm) -> int:
+        """Optimizer steps up to ``target`` with their logging, checkpoints and evaluations; samples replaced."""
+        config, skipped = self.config, 0
+        window, window_start = StepStats.empty(self.dist.device), time.perf_counter()
+        diverged = torch.full((), NOT_DIVERGED, device=self.dist.device)  # the first step with a non-finite loss
+        while self.step < target:
+            set_train_mode(self.model, config)
+            stats = train_step(self.net, self.model, self.loss_fn, self.tokenizer, self.micro_batches,
+                                self.optimizer, self.scheduler, config, self.dist, self.frozen)
+            window.add(stats)
+            self.step += 1
+            skipped += stats.skipped  # this process's share; metrics.jsonl sums every rank
+            bar.update(1)
+            diverged = torch.where(torch.isfinite(stats.loss), diverged, diverged.clamp_max(self.step))
+            last = self.step == target
+            if self._reads_values(self.step, last) and (error := _divergence(diverged)) is not None:
+                raise error
+            if self.step % config.run.log_every == 0 or last:
+                row = self.log_window(window, time.perf_counter() - window_start)
+                window, window_start = StepStats.empty(self.dist.device), time.perf_counter()
+                if row is not None:
+                    bar.set_postfix(loss=f"{row['loss']:.3f}")
+            if self.step % config.run.checkpoint_every == 0 or last:
+                self.save_checkpoint()
+            if config.eval.every and self.step % config.eval.every == 0 and self.step < config.optim.steps:
+                self.evaluate()
+        return skipped
 
 
 def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_after: int | None = None,
@@ -316,7 +331,7 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
     """
     dist_info = init_distributed()
     output = Path(output)
-    lock, error = RunLock(output), None
+    lock, error, created = RunLock(output), None, not output.exists()
     if dist_info.is_main:
         try:
             lock.acquire()
@@ -330,8 +345,16 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
         except ValueError as err:  # RunFolderError, CorruptCheckpointError, ConfigError
             error = err
     _raise_on_every_rank(error, dist_info, output)
+    trainer = None
     try:
-        return Trainer(config, output, resume, frozen_caches).run(stop_after)
+        trainer = Trainer(config, output, resume, frozen_caches)
+        return trainer.run(stop_after)
+    except BaseException:
+        unstarted = trainer is None or trainer.step == trainer.first_step
+        if dist_info.is_main and unstarted and discard_unstarted_run(output, created):
+            print(f"the run failed before its first checkpoint: {output} is left as it was (nothing to resume)",
+                  file=sys.stderr)
+        raise
     finally:
         if dist_info.is_main:
             lock.release()

@@ -9,7 +9,7 @@ from typing import Any
 
 from dalip._optional import require
 
-__all__ = ["METRICS", "MetricsLog", "read_metrics"]
+__all__ = ["METRICS", "MetricsLog", "eval_scalars", "read_metrics"]
 
 METRICS = "metrics.jsonl"
 """The metrics file of a run folder: one JSON object per logged step."""
@@ -39,11 +39,35 @@ class MetricsLog:
         if self.wandb is not None:
             self.wandb.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
+    def write_eval(self, step: int, results: dict) -> None:
+        """An evaluation's numbers (``eval/<embedding>/<set>/<metric>``) to TensorBoard and W&B at ``step``.
+
+        The JSON files of the evaluation hold them already; counts and chance levels are left out.
+        """
+        scalars = eval_scalars(results)
+        if self.writer is not None:
+            for key, value in scalars.items():
+                self.writer.add_scalar(key, value, step)
+        if self.wandb is not None and scalars:
+            self.wandb.log(scalars, step=step)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def eval_scalars(results: dict, prefix: str = "eval") -> dict[str, float]:
+    """The metrics of nested evaluation results as flat ``prefix/a/b/metric`` floats (no counts or chance levels)."""
+    flat: dict[str, float] = {}
+    for key, value in results.items():
+        name = f"{prefix}/{key}"
+        if isinstance(value, dict):
+            flat.update(eval_scalars(value, name))
+        elif isinstance(value, float) and not str(key).startswith("chance"):
+            flat[name] = value
+    return flat
 
 
 def _start_wandb(output: Path, project: str, name: str | None, config: dict) -> Any:

@@ -1,18 +1,62 @@
-"""Numeric precision of a run (``run.precision``): autocast contexts, the fp16 GradScaler, pure bf16 weights."""
+"""Numeric precision of a run (``run.precision``): autocast contexts, the fp16 GradScaler, pure bf16 weights.
+
+| ``run.precision`` | weights | forward | loss scaling |
+|---|---|---|---|
+| ``fp32`` | fp32 | fp32 | none |
+| ``bf16`` | fp32 | bf16 autocast | none |
+| ``fp16`` | fp32 | fp16 autocast | `build_scaler`'s ``GradScaler`` (its state goes in the checkpoint) |
+| ``pure_bf16`` | bf16 (`prepare_precision`) | bf16, inputs cast by `input_dtype` | none |
+| ``auto`` | as ``bf16`` on a GPU, as ``fp32`` on a CPU | | |
+
+As open_clip's ``--precision amp_bf16 / amp / pure_bf16``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 
 import torch
+from torch import nn
 
 from dalip.runs.config import TrainConfig
 
-__all__ = ["autocast"]
+__all__ = ["autocast", "build_scaler", "input_dtype", "prepare_precision", "resolve_precision"]
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(config: TrainConfig, device: torch.device) -> str:
+    """``run.precision`` with ``auto`` resolved: bf16 on a GPU, fp32 on a CPU."""
+    precision = config.run.precision
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
 
 
 def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast for ``run.precision`` bf16 (or auto on a GPU), else nothing (fp32)."""
-    precision = config.run.precision
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    """The forward's autocast: bf16 or fp16 for ``run.precision`` bf16 / fp16 (bf16 for auto on a GPU), else none."""
+    dtype = _AUTOCAST_DTYPES.get(resolve_precision(config, device))
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def build_scaler(config: TrainConfig, device: torch.device) -> torch.amp.GradScaler | None:
+    """A loss scaler for ``run.precision=fp16`` (fp16 gradients underflow without it), else None.
+
+    Its ``state_dict()`` belongs in the training checkpoint (the scale it has grown or backed off to).
+    """
+    if resolve_precision(config, device) != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type)
+
+
+def prepare_precision(model: nn.Module, config: TrainConfig) -> nn.Module:
+    """The model with its weights and buffers in bf16 for ``run.precision=pure_bf16`` (in place), else unchanged.
+
+    Call it before building the optimizer (its state then is bf16 too); feed inputs in `input_dtype`.
+    """
+    return model.to(torch.bfloat16) if config.run.precision == "pure_bf16" else model
+
+
+def input_dtype(config: TrainConfig) -> torch.dtype | None:
+    """The dtype images (and other float inputs) must be cast to: bf16 for pure_bf16, else None (as loaded)."""
+    return torch.bfloat16 if config.run.precision == "pure_bf16" else None

@@ -1,8 +1,9 @@
 """Image-caption CSV files in open_clip's format.
 
 open_clip's defaults: a tab-separated file with a header naming an image
-column ``filepath`` and a caption column ``title``
-(``--csv-img-key``, ``--csv-caption-key``, ``--csv-separator``). Relative image
+column ``filepath`` and a caption column ``title`` (open_clip's ``--csv-img-key``,
+``--csv-caption-key``, ``--csv-separator``; dalip's ``data.spec.csv_img_key``,
+``data.spec.csv_caption_key``, ``data.spec.csv_separator``). Relative image
 paths are relative to the CSV file's folder.
 """
 
@@ -21,25 +22,33 @@ from dalip.data.batch import Sample, decode_image
 from dalip.data.spec import DatasetSpec, register_dataset
 from dalip.data.text import utf8_error
 
-__all__ = ["CsvCaptions", "CsvSpec", "read_caption_csv"]
+__all__ = ["CSV_SETTINGS", "CsvCaptions", "CsvSpec", "read_caption_csv"]
+
+CSV_SETTINGS = ("data.spec.csv_img_key", "data.spec.csv_caption_key", "data.spec.csv_separator")
+"""The settings that choose the image column, the caption column and the separator (named in errors)."""
 
 
 def read_caption_csv(
-    path: str | Path, img_key: str = "filepath", caption_key: str = "title", separator: str = "\t"
+    path: str | Path, img_key: str = "filepath", caption_key: str = "title", separator: str = "\t",
+    settings: tuple[str, str, str] = CSV_SETTINGS,
 ) -> list[tuple[Path, str]]:
     """`(image path, caption)` rows of a caption CSV.
+
+    Args:
+        settings: the names of the user's settings for ``img_key``, ``caption_key`` and
+            ``separator`` (a config key or a command-line flag), named in the errors.
 
     Raises:
         FileNotFoundError: no such CSV file.
         ValueError: an empty file, a missing column (the message lists the columns
-            found), a row with the wrong number of fields or text that is not UTF-8 (the
-            message gives the line).
+            found and names the setting to change), a row with the wrong number of fields
+            or text that is not UTF-8 (the message gives the line).
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"caption CSV {path} does not exist")
     if len(separator) != 1:
-        raise ValueError(f"csv separator must be one character, got {separator!r}")
+        raise ValueError(f"{settings[2]} must be one character, got {separator!r}")
     rows = []
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle, delimiter=separator)
@@ -47,12 +56,12 @@ def read_caption_csv(
             header = next(reader, None)
             if not header:
                 raise ValueError(f"caption CSV {path} is empty (no header line)")
-            for key, flag in ((img_key, "--csv-img-key"), (caption_key, "--csv-caption-key")):
+            for key, setting in ((img_key, settings[0]), (caption_key, settings[1])):
                 if key not in header:
-                    hint = " (is the separator right?)" if len(header) == 1 else ""
+                    hint = f" (is {settings[2]} right?)" if len(header) == 1 else ""
                     raise ValueError(
-                        f"caption CSV {path} has no column {key!r} ({flag}); columns found: {header}{hint}, "
-                        f"separator {separator!r}"
+                        f"caption CSV {path} has no column {key!r} (set {setting} to one of its columns); "
+                        f"columns found: {header}{hint}, separator {separator!r}"
                     )
             i_img, i_cap = header.index(img_key), header.index(caption_key)
             for row in reader:
@@ -122,6 +131,8 @@ class CsvSpec(DatasetSpec):
         super().__post_init__()
         if not self.train:
             raise ValueError("dataset 'csv' needs 'train': the path of an image-caption CSV/TSV")
+        if not isinstance(self.csv_separator, str) or len(self.csv_separator) != 1:
+            raise ValueError(f"csv_separator must be one character (\"\\t\" or \",\"), got {self.csv_separator!r}")
 
     def _captions(self, transform: Callable | None) -> CsvCaptions:
         return CsvCaptions(self.train, transform, self.csv_img_key, self.csv_caption_key, self.csv_separator)

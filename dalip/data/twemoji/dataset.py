@@ -11,6 +11,7 @@ skin-tone variants); training uses every image of its concepts.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from dalip.data.batch import Sample
 from dalip.data.eval_sets import EvalSet, ZeroShotTask
 from dalip.data.spec import DatasetSpec, register_dataset
+from dalip.data.transforms import EMOJI_AUGMENTATION
 from dalip.data.twemoji.cache import TwemojiArrays, load_twemoji
 from dalip.data.twemoji.captions import (
     CAPTION_TEMPLATES,
@@ -198,8 +200,9 @@ class TwemojiSpec(DatasetSpec):
 
     def _captions(self, subsets: Sequence[str]) -> Dataset:
         split = self.split()
-        # no flips for general emoji: letters, arrows and flags have a handedness
-        parts = [TwemojiCaptions(split, [s], transform=self.train_transform(flip=(s == "domain"))) for s in subsets]
+        # the quickstart's emoji augmentation; no flips for general emoji: letters, arrows and flags have a handedness
+        emoji = {"domain": EMOJI_AUGMENTATION, "general": dataclasses.replace(EMOJI_AUGMENTATION, hflip=0.0)}
+        parts = [TwemojiCaptions(split, [s], transform=self.train_transform(default=emoji[s])) for s in subsets]
         return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     def source(self) -> Dataset:
