@@ -23,7 +23,8 @@ import _common as C  # also puts the repo root on sys.path
 
 from dalip.runs.config import load_config
 from dalip.train.builders import set_train_mode
-from dalip.train.loop import Trainer, train_step
+from dalip.train.loop import Trainer
+from dalip.train.step import train_step
 
 
 def _steps(trainer: Trainer, steps: int) -> tuple[float, list[float]]:

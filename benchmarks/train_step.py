@@ -3,7 +3,7 @@
 Issue 8, item 2: the DALIP model (the towers' [cls] / EOT outputs as first order,
 ``mbdc_paper`` on the tokens of both towers as second order, ``distribution`` loss)
 against the same backbone trained as plain CLIP (``clip`` loss, no second order).
-One step is exactly the recipe's optimizer step (``dalip.train.loop.train_step``:
+One step is exactly the recipe's optimizer step (``dalip.train.step.train_step``:
 autocast forward, loss, backward, fused AdamW and scheduler), on one
 fixed synthetic batch already on the device, so the data pipeline is left out
 (``vs_open_clip_train.py`` measures the whole recipe with real data).
@@ -35,10 +35,10 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
-import _common as C  # noqa: N812  (also puts the repo root on sys.path)
+import _common as C
 import torch
 
 from dalip.cli.allocator import keep_freed_memory
@@ -50,7 +50,8 @@ from dalip.runs.config import config_from_dict
 from dalip.runs.model import build_model
 from dalip.train.builders import build_optimizer, set_train_mode
 from dalip.train.distributed import DistInfo
-from dalip.train.loop import train_step
+from dalip.train.precision import build_scaler, prepare_precision
+from dalip.train.step import train_step
 
 GOAL = 1.05  # DALIP step time / CLIP step time
 #: the compared recipes: model and loss sections of a training config
@@ -115,22 +116,23 @@ def build_recipe(name: str, args, device: torch.device) -> Recipe:
         "optim": {"warmup_steps": 0, "steps": 10**6},
         "run": {"precision": args.precision},
     })
-    model = build_model(config).to(device)
+    model = prepare_precision(build_model(config).to(device), config)
     optimizer = build_optimizer(model, config)
+    scaler = build_scaler(config, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     options = {"alpha": config.model.alpha} if config.loss.name == "distribution" else {}
     loss_fn = create_loss(config.loss.name, **options)
     size = getattr(model.clip.visual, "image_size", 224)
     size = size if isinstance(size, (tuple, list)) else (size, size)
     images = torch.randn(args.batch, 3, *size, device=device)
-    texts = get_tokenizer(args.model)([CAPTIONS[i % len(CAPTIONS)] for i in range(args.batch)]).to(device)
-    batches = itertools.repeat(Batch(images, texts))  # type: ignore[arg-type]  (texts pre-tokenised)
+    captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(args.batch)]
+    batches = itertools.repeat(Batch(images, captions, tokens=get_tokenizer(args.model)(captions).to(device)))
     dist_info = DistInfo(rank=0, local_rank=0, world_size=1, device=device)
 
     def step() -> None:  # as dalip.train.loop.train runs it: data-dependent input checks off (they sync)
         set_train_mode(model, config)
         with value_checks(config.run.value_checks):
-            train_step(model, model, loss_fn, lambda t: t, batches, optimizer, scheduler, config, dist_info)
+            train_step(model, model, loss_fn, None, batches, optimizer, scheduler, config, dist_info, scaler=scaler)
 
     return Recipe(name, step, sum(p.numel() for p in model.parameters()), optimizer)
 
@@ -195,13 +197,13 @@ def report(args, device: torch.device, recipes: list[Recipe], rounds, peaks, flo
         f"# Training step: DALIP vs plain CLIP ({device.type})",
         "",
         *C.machine_lines(device.type),
-        f"- model {args.model}, batch {args.batch}, precision {args.precision}; one step = dalip's recipe step"
+        (f"- model {args.model}, batch {args.batch}, precision {args.precision}; one step = dalip's recipe step"
         " (autocast forward, loss, backward, gradient clipping, fused AdamW, scheduler) on a fixed synthetic"
-        " batch on the device",
-        "- variants: `clip` = the towers' outputs, `clip` loss; `dalip` = the same plus `mbdc_paper` on the"
-        " tokens of both towers, `distribution` loss",
-        f"- process: glibc keeps freed large blocks (`dalip.cli.allocator.keep_freed_memory`, as `dalip train`"
-        f" does): {'on' if allocator else 'OFF (--system-allocator)'}",
+        " batch on the device"),
+        ("- variants: `clip` = the towers' outputs, `clip` loss; `dalip` = the same plus `mbdc_paper` on the"
+        " tokens of both towers, `distribution` loss"),
+        (f"- process: glibc keeps freed large blocks (`dalip.cli.allocator.keep_freed_memory`, as `dalip train`"
+        f" does): {'on' if allocator else 'OFF (--system-allocator)'}"),
         "",
         "| variant | parameters (M) | step median (ms) | min (ms) | images/s | step peak memory (GiB) | GFLOP/step |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -216,13 +218,13 @@ def report(args, device: torch.device, recipes: list[Recipe], rounds, peaks, flo
     met = pooled <= goal
     lines += [
         "",
-        f"- step time ratio dalip / clip: **{pooled:.3f}** (median of all {len(times['clip'])} paired step ratios;"
-        f" goal <= {goal}{' = 1.05 x the FLOP ratio' if device.type != 'cuda' else ''}: {'met' if met else 'MISSED'})",
+        (f"- step time ratio dalip / clip: **{pooled:.3f}** (median of all {len(times['clip'])} paired step ratios;"
+        f" goal <= {goal}{' = 1.05 x the FLOP ratio' if device.type != 'cuda' else ''}: {'met' if met else 'MISSED'})"),
         f"- per round: {', '.join(f'{x:.3f}' for x in ratios)} (spread {max(ratios) - min(ratios):.3f})",
         f"- FLOP ratio dalip / clip: {flop_ratio:.3f} (what the arithmetic alone allows)",
-        f"- {len(rounds)} rounds of {args.steps} round-robin steps after {args.warmup} warm-up; a round's ratio is the"
+        (f"- {len(rounds)} rounds of {args.steps} round-robin steps after {args.warmup} warm-up; a round's ratio is the"
         " median over its steps of dalip's time / the adjacent clip step's (ratio of the medians over all rounds:"
-        f" {med['dalip'] / med['clip']:.3f})",
+        f" {med['dalip'] / med['clip']:.3f})"),
         "",
         "Where a step's time goes (median ms over a few more steps, functions timed in place):",
         "",
@@ -239,7 +241,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="ViT-B-16", help="open_clip architecture, dalip config or config JSON")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    ap.add_argument("--precision", choices=("bf16", "fp32", "fp16", "pure_bf16"), default="bf16")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per variant and round")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=4, help="timing rounds (the ratio is also reported per round)")

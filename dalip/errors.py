@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
-    "ConfigError", "CorruptCheckpointError", "NonFiniteEmbeddingError", "NonFiniteLossError", "PretrainedMismatchError",
-    "RunFolderError",
+    "ConfigError", "CorruptCheckpointError", "HubUnavailableError", "NonFiniteEmbeddingError", "NonFiniteLossError",
+    "PretrainedMismatchError", "RunFolderError",
 ]
 
 
@@ -18,6 +18,15 @@ class CorruptCheckpointError(ValueError):
 
 class RunFolderError(ConfigError):
     """A run folder that cannot be used as asked (an existing run, another writer)."""
+
+
+class HubUnavailableError(ConfigError):
+    """Hub weights or configs that cannot be fetched: no network, the hub unreachable, or ``HF_HUB_OFFLINE``
+    set, and the files not in the local cache (the message names the tag or repo and the cause).
+
+    A `ConfigError` so that every command reports it in one line (exit 2): the fix is a
+    setting (the network, the cache, ``HF_HUB_OFFLINE``, or another model name).
+    """
 
 
 class NonFiniteLossError(ValueError):

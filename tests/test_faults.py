@@ -443,3 +443,29 @@ def test_every_command_ends_bad_input_with_one_line(tmp_path, capsys):
             assert main([command, *arguments]) == 2, (command, arguments)
             _one_error_line(capsys.readouterr().err, command)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing was created
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_failure_before_the_first_step_leaves_no_run_behind(tmp_path, monkeypatch, capsys, existed):
+    """Anything failing between claiming the folder and the first step (data, model, cache) leaves the folder as it
+    was, so the same command can simply be run again (issue 21)."""
+    import dalip.train.loop as loop
+
+    run = tmp_path / "run"
+    if existed:
+        run.mkdir()
+        (run / "notes.txt").write_text("mine")
+
+    from dalip.errors import ConfigError
+
+    def broken_data(*args, **kwargs):
+        raise ConfigError("data: the training CSV has no column 'title'")
+
+    monkeypatch.setattr(loop, "build_data", broken_data)
+    assert main(["train", "--config", TINY, "--output", str(run), "optim.steps=1"]) == 2
+    err = capsys.readouterr().err
+    assert "no column 'title'" in err and "left as it was" in err
+    assert (sorted(p.name for p in run.iterdir()) == ["notes.txt"]) if existed else not run.exists()
+    monkeypatch.undo()
+    assert main(["train", "--config", TINY, "--output", str(run), "optim.steps=1", "eval.embeddings=[first]",
+                 "data.spec.eval_subsets=[domain]"]) == 0

@@ -74,8 +74,8 @@ def test_export_loads_offline_after_a_move(tmp_path: Path) -> None:
     cfg["text_cfg"] = {"hf_model_name": str(bert), "hf_tokenizer_name": minilm_path(), "hf_model_pretrained": False,
                        "hf_pooler_type": "mean_pooler", "hf_proj_type": "linear", "context_length": 16}
     (tmp_path / "tiny-bert-clip.json").write_text(json.dumps(cfg))
-    section = {"name": str(tmp_path / "tiny-bert-clip.json"), "second_order": "cov", "second_options": {"heads": 2}}
-    model = dalip.create_model(section["name"], second_order="cov", second_options={"heads": 2}).eval()
+    section = {"name": str(tmp_path / "tiny-bert-clip.json"), "second_order": "cov", "second_options": {"reduced_dim": 4}}
+    model = dalip.create_model(section["name"], second_order="cov", second_options={"reduced_dim": 4}).eval()
     tokenizer = dalip.get_tokenizer(section["name"])
     out = export_model(model, section, tmp_path / "export", tokenizer=tokenizer)
     assert (out / "text_tower" / "config.json").is_file() and (out / "tokenizer.json").is_file()

@@ -25,7 +25,8 @@ from dalip.runs.config import load_config
 from dalip.runs.model import build_model
 from dalip.train.builders import set_train_mode
 from dalip.train.distributed import DistInfo
-from dalip.train.loop import train_step
+from dalip.train.precision import build_scaler
+from dalip.train.step import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "assets" / "tiny-train.yaml")
@@ -65,15 +66,18 @@ def test_detector_sees_the_syncs_it_is_meant_to_see():
     assert mode.calls == ["_local_scalar_dense", "_local_scalar_dense", "index (boolean mask)", "nonzero"]
 
 
-def make_dalip_step(device: torch.device):
+def make_dalip_step(device: torch.device, precision: str = "bf16", accum_steps: int = 1):
     """The recipe's step on the tiny DALIP model: mbdc_paper-style heads on both towers (text masked).
 
     Returns ``step(checks)``, which runs one optimizer step with the poolers' value checks
-    on or off; the batch is already on ``device`` and one warm-up step has run.
+    on or off; the batch is already on ``device`` and one warm-up step has run. With
+    ``accum_steps`` > 1 the loss scores the whole accumulated batch (``optim.accum_scope=batch``);
+    fp16 steps through a GradScaler.
     """
     torch.manual_seed(0)
     options = "{heads: 2, reduced_dim: 4, norm: batch, dropout: 0.5, square_proj: true}"
-    config = load_config(TINY, ["model.second_order=mbdc", f"model.second_options={options}", "run.precision=bf16"])
+    config = load_config(TINY, ["model.second_order=mbdc", f"model.second_options={options}",
+                                f"run.precision={precision}", f"optim.accum_steps={accum_steps}"])
     model = build_model(config).to(device)
     # fused AdamW (as the recipe uses on CUDA) keeps its step counts on the device; the CPU default
     # (foreach) reads them on the host, which on a GPU it does not (its counts live on the CPU there)
@@ -82,14 +86,16 @@ def make_dalip_step(device: torch.device):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     loss_fn = create_loss("distribution", alpha=config.model.alpha)
     captions = ["a red heart", "a dog", "a smiling face with sunglasses and a long tail", "two cats"] * 2
-    texts = get_tokenizer(config.model.name)(captions).to(device)
-    batches = itertools.repeat(Batch(torch.randn(8, 3, 64, 64, device=device), texts))  # type: ignore[arg-type]
+    tokens = get_tokenizer(config.model.name)(captions).to(device)
+    batches = itertools.repeat(Batch(torch.randn(8, 3, 64, 64, device=device), captions, tokens=tokens))
     dist_info = DistInfo(rank=0, local_rank=0, world_size=1, device=device)
+    scaler = build_scaler(config, device)
 
     def step(checks: bool):
         set_train_mode(model, config)
         with value_checks(checks):
-            return train_step(model, model, loss_fn, lambda t: t, batches, optimizer, scheduler, config, dist_info)
+            return train_step(model, model, loss_fn, None, batches, optimizer, scheduler, config, dist_info,
+                              scaler=scaler)
 
     step(False)  # first step: optimizer state created
     return step
@@ -109,6 +115,19 @@ def test_training_step_has_no_host_sync(dalip_step):
     assert {"rsqrt", "native_layer_norm_backward", "embedding_dense_backward",
             "_fused_adamw_"} <= mode.seen
     assert torch.isfinite(stats.loss)
+
+
+@pytest.mark.parametrize(("precision", "accum_steps"), [("bf16", 2), ("fp16", 1), ("fp16", 2)])
+def test_accumulated_and_fp16_steps_have_no_host_sync(precision, accum_steps):
+    """The cached passes, RNG replay and merged loss of ``accum_scope=batch``; the GradScaler's unscale,
+    skipped-step check and update (all on the device with fused AdamW)."""
+    step = make_dalip_step(torch.device("cpu"), precision, accum_steps)
+    with HostSyncs() as mode:
+        stats = step(False)
+    assert mode.calls == [], f"host syncs in the training step: {mode.calls}"
+    assert "_fused_adamw_" in mode.seen and torch.isfinite(stats.loss)
+    if precision == "fp16":
+        assert {"_amp_foreach_non_finite_check_and_unscale_", "_amp_update_scale_"} <= mode.seen
 
 
 def test_value_checks_are_the_only_sync_and_are_off_in_the_recipe(dalip_step):

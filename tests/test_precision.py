@@ -6,7 +6,6 @@ of the tiny model here; `benchmarks/gpu_session.sh` runs the recipe on a GPU.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -67,7 +66,7 @@ class Run:
         self.config = config_for(precision, f"optim.accum_steps={accum_steps}", "optim.warmup_steps=0")
         torch.manual_seed(0)
         self.model = prepare_precision(build_model(self.config), self.config)
-        self.initial = copy.deepcopy(self.model.state_dict())
+        self.initial = {n: p.detach().clone() for n, p in self.model.named_parameters()}
         self.optimizer = build_optimizer(self.model, self.config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 1.0)
         self.scaler = build_scaler(self.config, CPU)
@@ -82,17 +81,28 @@ class Run:
                           self.optimizer, self.scheduler, self.config, DistInfo(0, 0, 1, CPU), scaler=self.scaler)
 
     def changed(self) -> list[str]:
-        return [n for n, v in self.model.state_dict().items() if not torch.equal(v, self.initial[n])]
+        """The parameters the steps have changed."""
+        return [n for n, p in self.model.named_parameters() if not torch.equal(p, self.initial[n])]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "pure_bf16"])
 def test_a_training_step_in_each_precision(precision):
-    """Finite losses, trained weights; pure bf16 keeps every floating weight and buffer in bf16."""
+    """Finite losses, trained weights; pure bf16 keeps every floating weight and buffer in bf16.
+
+    fp16: the scaler starts at 2^16, at which this model's fp16 gradients overflow; it skips those
+    steps and halves the scale until they fit (measured: 7 steps, to 2^9), then trains.
+    """
     run = Run(precision)
-    losses = [run.step().loss for _ in range(3)]
+    losses = [run.step().loss for _ in range(10 if precision == "fp16" else 3)]
     assert all(torch.isfinite(loss) for loss in losses), losses
     changed = run.changed()
-    assert "clip.logit_scale" in changed and any(n.startswith("second_heads.image.") for n in changed), changed
+    assert any(n.startswith("second_heads.image.") for n in changed), changed
+    assert any(n.startswith("clip.text.transformer.") for n in changed), changed
+    # bf16 weights hold ~3 significant digits: an update of lr 1e-4 to logit_scale = 2.66 is lost (as in
+    # open_clip's pure_bf16, which also keeps no fp32 master copy)
+    assert ("clip.logit_scale" in changed) == (precision != "pure_bf16")
+    if precision == "fp16":
+        assert run.scaler.get_scale() < 2.0**16
     floats = {v.dtype for v in run.model.state_dict().values() if v.is_floating_point()}
     assert floats == ({torch.bfloat16} if precision == "pure_bf16" else {torch.float32})
     if precision == "pure_bf16":

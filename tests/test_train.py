@@ -254,13 +254,16 @@ def test_train_batches_resume_at_any_batch_for_maps_and_streams():
 
 
 class _Noisy(torch.utils.data.Dataset):
-    """Index plus a random draw: shows which RNG seed each sample was loaded under; index 4 is unreadable."""
+    """Index plus a random draw: shows which RNG seed each sample was loaded under; index ``bad`` is unreadable."""
+
+    def __init__(self, bad: int | None = 4):
+        self.bad = bad
 
     def __len__(self):
         return 10
 
     def __getitem__(self, index):
-        return None if index == 4 else (index, float(torch.rand(())))
+        return None if index == self.bad else (index, float(torch.rand(())))
 
 
 def test_map_style_batches_replace_unreadable_samples_from_the_ranks_order():
@@ -282,7 +285,7 @@ def test_map_style_batches_replace_unreadable_samples_from_the_ranks_order():
     draws = [r for _, texts, _ in runs[0] for r in texts]
     assert len(set(draws)) == len(draws)  # every (epoch, index) has its own seed
     shares = [  # two ranks: disjoint shares of an epoch (2 batches of 2 each)
-        {i for indices, _, _ in _take(TrainBatches(_Noisy(), _indexed, batch_size=2, workers=0, seed=1,
+        {i for indices, _, _ in _take(TrainBatches(_Noisy(bad=None), _indexed, batch_size=2, workers=0, seed=1,
                                                    dist=DistInfo(rank, rank, 2, torch.device("cpu"))), 2)
          for i in indices}
         for rank in (0, 1)
@@ -483,3 +486,37 @@ def test_learnable_alpha_is_trained_logged_and_restored(tmp_path):
         assert chosen.alpha == pytest.approx(0.25)
     fixed, _ = load_run(tmp_path / "checkpoint.pt", ["model.alpha_learnable=false"])
     assert fixed.alpha_logit is None and fixed.alpha == pytest.approx(alphas[-1], abs=1e-6)  # the learned one, fixed
+
+
+def test_eval_results_reach_tensorboard_and_wandb_at_every_eval(tmp_path, monkeypatch):
+    """``eval.every`` and the final evaluation log their metrics (``eval/<embedding>/<set>/<metric>``) to the loggers."""
+    from dalip.train.metrics_log import MetricsLog, eval_scalars
+
+    class Writer:  # TensorBoard's SummaryWriter interface
+        def __init__(self):
+            self.scalars = []
+
+        def add_scalar(self, key, value, step):
+            self.scalars.append((key, value, step))
+
+        def close(self):
+            pass
+
+    writers = []
+
+    def open_log(self, *args, **kwargs):
+        MetricsLog.__init__.__wrapped__(self, *args, **kwargs)
+        self.writer = Writer()
+        writers.append(self.writer)
+
+    open_log.__wrapped__ = MetricsLog.__init__
+    monkeypatch.setattr(MetricsLog, "__init__", open_log)
+    run = tmp_path / "run"
+    assert main(["train", "--config", TINY, "--output", str(run), "optim.steps=4", "eval.every=2",
+                 "eval.embeddings=[first]", "data.spec.eval_subsets=[domain]", "data.batch_size=8"]) == 0
+    logged = {(key, step): value for key, value, step in writers[0].scalars if key.startswith("eval/")}
+    final = json.loads((run / "eval.json").read_text())
+    assert logged[("eval/first/twemoji-domain/concepts/top1", 4)] == final["first"]["twemoji-domain"]["concepts/top1"]
+    at_2 = json.loads((run / "eval_step2.json").read_text())
+    assert {k: v for (k, s), v in logged.items() if s == 2} == eval_scalars(at_2)
+    assert not any("chance" in k or "num_" in k for k, _ in logged)

@@ -14,20 +14,24 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from dalip import errors
 from dalip._optional import MissingExtraError
 from dalip.cli import adapt, allocator, demo, export, sweep, train
 from dalip.cli import eval as eval_command
-from dalip.errors import (
-    ConfigError,
-    CorruptCheckpointError,
-    NonFiniteEmbeddingError,
-    NonFiniteLossError,
-)
+from dalip.errors import ConfigError
+from dalip.registry import UnknownComponentError
 
-__all__ = ["COMMAND_MODULES", "FILE_OUTPUT_COMMANDS", "build_parser", "check_output", "main"]
+__all__ = ["COMMAND_MODULES", "FILE_OUTPUT_COMMANDS", "USER_ERRORS", "build_parser", "check_output", "main"]
 
 COMMAND_MODULES: tuple[ModuleType, ...] = (train, eval_command, demo, sweep, adapt, export)
 """The sub-command modules, in ``dalip --help`` order; each defines ``register(commands)``."""
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (
+    *(getattr(errors, name) for name in errors.__all__), UnknownComponentError, FileNotFoundError,
+)
+"""The errors a user causes and fixes (every type in `dalip.errors`, unknown names, missing files):
+``dalip <command>: error: <message>`` on one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,9 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     except (ValueError, OSError) as err:
-        user_errors = (ConfigError, FileNotFoundError, CorruptCheckpointError, NonFiniteLossError, NonFiniteEmbeddingError)
         # an OSError naming a file (permission denied, a file where a folder belongs) is the user's to fix too
-        if isinstance(err, user_errors) or (isinstance(err, OSError) and err.filename is not None):
+        if isinstance(err, USER_ERRORS) or (isinstance(err, OSError) and err.filename is not None):
             print(f"dalip {args.command}: error: {err}", file=sys.stderr)
             return 2
         raise

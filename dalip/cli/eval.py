@@ -9,6 +9,7 @@ from dalip.errors import ConfigError
 from dalip.eval import evaluate, format_results, save_results
 from dalip.models import create_model, get_tokenizer
 from dalip.models.names import is_dalip_export
+from dalip.models.sources import untrained_notice
 from dalip.runs.evaluate import evaluate_checkpoint, evaluate_export
 
 __all__ = ["register"]
@@ -48,6 +49,9 @@ def _eval_pretrained(args: argparse.Namespace, sets: dict) -> None:
         tokenizer = get_tokenizer(args.model)
     except ValueError as err:
         raise ConfigError(f"--model {args.model}: {err}") from None
+    notice = untrained_notice(model)
+    if notice:  # the numbers are then those of seeded, not learned, layers
+        print(f"--model {args.model}: {notice}", flush=True)
     results = evaluate(model, tokenizer, sets, ("first",), batch_size=args.batch_size)
     save_results(results, args.output)
     print(format_results(results))

@@ -146,27 +146,49 @@ def _spans(chosen: Sequence[float], grid: Sequence[float]) -> str:
     return ", ".join(f"{r[0]:g}" if len(r) == 1 else f"{r[0]:g}-{r[-1]:g}" for r in runs)
 
 
-def format_fusion(results: Mapping[str, Any], alpha: float | None = None) -> str:
-    """A markdown table of the fusion curve: a row per weight ``a``, a column per task (in %), then the best ``a``."""
+def _weight_label(a: float, alpha: float | None, combined: float | None) -> str:
+    """``"0.5 (train alpha)"``: a weight, marked when it is the training alpha or the ``combined`` one's."""
+    weights = (("train alpha", alpha), ("combined", combined))
+    marks = [name for name, w in weights if w is not None and math.isclose(a, w)]
+    return f"{a:g}" + (f" ({', '.join(marks)})" if marks else "")
+
+
+def format_fusion(results: Mapping[str, Any], alpha: float | None = None, combined: float | None = None) -> str:
+    """A markdown table of the fusion curve: a row per weight ``a``, a column per task (in %), then the best ``a``.
+
+    Args:
+        results: `evaluate` results with ``fusion@<a>`` entries.
+        alpha: the weight the model was trained with, marked ``(train alpha)``.
+        combined: the weight of the ``combined`` embedding when it is not ``alpha`` (e.g. a
+            ``model.alpha`` chosen at evaluation), marked ``(combined)``.
+    """
     curves = fusion_curves(results)
     if not curves:
         return ""
+    if combined is not None and alpha is not None and math.isclose(combined, alpha):
+        combined = None  # the training alpha is the combined embedding's: one mark says it
     columns = _curve_metrics(curves)
     rows = [
-        [f"{a:g}" + (" (train alpha)" if alpha is not None and math.isclose(a, alpha) else ""),
+        [_weight_label(a, alpha, combined),
          *(f"{100 * metrics.get(s, {}).get(m, float('nan')):.1f}" for s, m in columns)]
         for a, metrics in curves.items()
     ]
     rows.append(["best a", *(_spans(_peaks(curves, s, m), list(curves)) for s, m in columns)])
     header = ["a", *(f"{s} {m}" for s, m in columns)]
     lines = markdown_table(header, rows, text_columns=1)
-    return "\n".join(["fusion curve: a * s_first + (1 - a) * s_second (a = 1: first order only)", "", *lines])
+    title = "fusion curve: a * s_first + (1 - a) * s_second (a = 1: first order only)"
+    if combined is not None:
+        title += f"; the combined embedding is scored at a = {combined:g}" + (
+            f", not the training alpha {alpha:g}" if alpha is not None else "")
+    return "\n".join([title, "", *lines])
 
 
 def plot_fusion(
-    results: Mapping[str, Any], path: str | os.PathLike[str], alpha: float | None = None, title: str = ""
+    results: Mapping[str, Any], path: str | os.PathLike[str], alpha: float | None = None, title: str = "",
+    combined: float | None = None,
 ) -> Path:
-    """Accuracy vs fusion weight ``a``: one line per task (zero-shot top-1, retrieval R@1), ``alpha`` marked."""
+    """Accuracy vs fusion weight ``a``: one line per task (zero-shot top-1, retrieval R@1), the training
+    ``alpha`` marked, and the ``combined`` embedding's weight when it differs (see `format_fusion`)."""
     Figure = require("matplotlib.figure", "train", "the fusion plot").Figure  # no pyplot: caller's state untouched
     curves = _curves_of(results)
     weights = list(curves)
@@ -182,6 +204,9 @@ def plot_fusion(
                 linestyle=styles[subsets.index(subset) % len(styles)], label=f"{subset} {metric}")
     if alpha is not None:
         ax.axvline(alpha, color="k", linestyle=":", linewidth=1.5, label=f"training alpha = {alpha:.3g}")
+    if combined is not None and not (alpha is not None and math.isclose(combined, alpha)):
+        ax.axvline(combined, color="k", linestyle="--", linewidth=1,
+                   label=f"combined embedding a = {combined:.3g}")
     ax.set(xlabel="fusion weight a  (score = a * first + (1 - a) * second)", ylabel="accuracy / recall (%)",
            xlim=(-0.02, 1.02), title=title or "inference-time fusion of first- and second-order similarity")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside: no curve hidden

@@ -23,9 +23,11 @@ from typing import Any
 from dalip.models.dalip_model import DALIPModel
 from dalip.models.export_loading import export_tokenizer, load_export
 from dalip.models.head_spec import HeadSpec
+from dalip.models.hub import hub_errors
 from dalip.models.names import (  # re-exported: their import path before dalip.models.names
     CHECKPOINT_SUFFIXES,
     check_pretrained_tag,
+    check_pretrained_value,
     export_folder,
     is_checkpoint_file,
     is_dalip_export,
@@ -34,7 +36,7 @@ from dalip.models.names import (  # re-exported: their import path before dalip.
     read_json,
     read_model_config,
 )
-from dalip.models.sources import add_heads, apply_checkpoint, build_towers
+from dalip.models.sources import INIT_SEED, add_heads, apply_checkpoint, build_towers, seeded_init
 from dalip.models.tokenizers import tokenizer_for_name, tokenizer_from_config
 
 __all__ = [
@@ -56,6 +58,7 @@ def create_model(
     pretrained_towers: bool = True,
     pretrained_strict: bool = True,
     cache_dir: str | None = None,
+    init_seed: int | None = INIT_SEED,
     **open_clip_kwargs: Any,
 ) -> DALIPModel:
     """Any open_clip model with first- and second-order heads (the weight routes: see the module docs).
@@ -75,22 +78,28 @@ def create_model(
         pretrained_strict: a ``pretrained`` file must fill every tower weight; False loads
             what matches and lists the rest in ``load_report``.
         cache_dir: open_clip's download cache (open_clip routes only).
+        init_seed: the seed of every layer built untrained (fresh heads, the projection on a
+            pretrained trunk, fresh towers), so that the same call gives the same model; the
+            caller's random state is left as it was. None draws them from torch's global generator.
         **open_clip_kwargs: passed to ``open_clip.create_model`` for named architectures,
             or added to the model config otherwise (e.g. ``init_logit_bias=-10`` for SigLIP).
 
     Raises:
         ValueError: unknown model name, or a tag unknown for the architecture (listing the valid tags).
         PretrainedMismatchError: a ``pretrained`` file that does not fit the towers (with ``pretrained_strict``).
+        HubUnavailableError: hub weights or configs not in the cache, and no network or hub access.
     """
     if is_dalip_export(model_name_or_config):
         return load_export(export_folder(model_name_or_config))
     heads = HeadSpec(first_order, second_order, second_options or {}, alpha, separate_second_scale, alpha_learnable)
     heads.check()  # before any tower is built or downloaded
+    check_pretrained_value(pretrained)
     checkpoint = pretrained if is_checkpoint_file(pretrained) else None
     hub_tag = str(pretrained) if pretrained is not None and checkpoint is None else None
-    towers = build_towers(model_name_or_config, hub_tag, pretrained_towers=pretrained_towers, cache_dir=cache_dir,
-                          open_clip_kwargs=open_clip_kwargs)
-    model = add_heads(towers, heads)
+    with seeded_init(init_seed):
+        towers = build_towers(model_name_or_config, hub_tag, pretrained_towers=pretrained_towers, cache_dir=cache_dir,
+                              open_clip_kwargs=open_clip_kwargs)
+        model = add_heads(towers, heads)
     model.load_report = apply_checkpoint(model, checkpoint, strict=pretrained_strict, towers=towers)
     return model
 
@@ -104,4 +113,5 @@ def get_tokenizer(model_name: str, cache_dir: str | None = None, **kwargs: Any) 
     """
     if is_dalip_export(model_name):
         return export_tokenizer(export_folder(model_name))
-    return tokenizer_for_name(model_name, cache_dir=cache_dir, **kwargs)
+    with hub_errors(f"the tokenizer of {model_name}"):
+        return tokenizer_for_name(model_name, cache_dir=cache_dir, **kwargs)

@@ -17,7 +17,7 @@ from dalip.models.configs import MODEL_CONFIGS
 
 __all__ = [
     "CHECKPOINT_SUFFIXES", "DALIP_CONFIG", "DALIP_WEIGHTS", "LOCAL_DIR", "OPEN_CLIP_CONFIG", "OPEN_CLIP_WEIGHTS",
-    "check_pretrained_tag", "export_folder", "is_checkpoint_file", "is_dalip_export", "is_open_clip_name",
+    "check_pretrained_tag", "check_pretrained_value", "export_folder", "is_checkpoint_file", "is_dalip_export", "is_open_clip_name",
     "list_models", "name_schema", "open_clip_model_config", "read_json", "read_model_config",
 ]
 
@@ -139,3 +139,21 @@ def check_pretrained_tag(name: str, tag: str) -> None:
             f"unknown pretrained tag {tag!r} for {name!r} (nor a file). "
             f"Valid tags: {', '.join(tags) if tags else 'none (this architecture has no released weights)'}"
         )
+
+
+def check_pretrained_value(pretrained: str | Path | None) -> None:
+    """Raise a ValueError when ``pretrained`` is a ``local-dir:`` / ``hf-hub:`` name: a whole model, not weights.
+
+    The message says so, and for a ``local-dir:`` folder that does not exist names the folder,
+    as open_clip does for such a model name.
+    """
+    schema = name_schema(str(pretrained)) if pretrained is not None else None
+    if schema is None:
+        return
+    where = ""
+    if schema == "local-dir" and not export_folder(str(pretrained)).is_dir():
+        where = f"local-dir: folder not found: {export_folder(str(pretrained))}; "
+    raise ValueError(
+        f"pretrained={str(pretrained)!r}: {where}a {schema}: name is a whole model (config and weights), "
+        f"not weights: give it as the model name (--model / model.name {pretrained}) without pretrained"
+    )

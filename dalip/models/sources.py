@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from dalip.models.checkpoint import LoadReport, head_keys, load_checkpoint
 from dalip.models.configs import MODEL_CONFIGS, quiet_transformers
 from dalip.models.dalip_model import DALIPModel
 from dalip.models.head_spec import HeadSpec
+from dalip.models.hub import check_hub_access, hub_errors, hub_repo
 from dalip.models.names import (
     check_pretrained_tag,
     is_open_clip_name,
@@ -38,8 +40,8 @@ from dalip.models.names import (
 from dalip.registry import UnknownComponentError
 
 __all__ = [
-    "FRESH", "Towers", "add_heads", "apply_checkpoint", "build_open_clip", "build_towers", "towers_from_config",
-    "towers_from_named_config", "towers_from_open_clip",
+    "FRESH", "INIT_SEED", "Towers", "add_heads", "apply_checkpoint", "build_open_clip", "build_towers", "seeded_init",
+    "towers_from_config", "towers_from_named_config", "towers_from_open_clip", "untrained_notice",
 ]
 
 FRESH = "fresh initialisation"
@@ -54,11 +56,14 @@ class Towers:
         clip: the open_clip ``CLIP`` / ``CustomTextCLIP`` model.
         config: its open_clip model config (``embed_dim`` is the heads' output width E).
         source: where its weights came from (`LoadReport.source`).
+        fresh: state-dict keys of ``clip`` that keep their (seeded) initialisation although the
+            towers are pretrained, e.g. the projection of a pretrained trunk.
     """
 
     clip: nn.Module
     config: dict[str, Any]
     source: str
+    fresh: tuple[str, ...] = ()
 
 
 def build_open_clip(config: Mapping[str, Any]) -> nn.Module:
@@ -80,8 +85,8 @@ def _set_preprocess(clip: nn.Module, overrides: Mapping[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def _without_log(prefix: str) -> Iterator[None]:
-    """Drop root-logger records starting with ``prefix`` during the block only (open_clip logs to root)."""
+def _without_log(*prefix: str) -> Iterator[None]:
+    """Drop root-logger records starting with a ``prefix`` during the block only (open_clip logs to root)."""
 
     def keep(record: logging.LogRecord) -> bool:
         """False for the records to drop."""
@@ -110,9 +115,21 @@ def towers_from_named_config(name: str, pretrained_towers: bool, open_clip_kwarg
     with quiet_transformers():  # MiniLM's unused BERT pooler weights are expected
         clip = build_open_clip(config)
     _set_preprocess(clip, named_model.preprocess)
-    if pretrained_towers:
-        named_model.load_towers(clip)
-    return Towers(clip, config, f"packages of {name!r}" if pretrained_towers else FRESH)
+    if not pretrained_towers:
+        return Towers(clip, config, FRESH)
+    named_model.load_towers(clip)
+    return Towers(clip, config, f"packages of {name!r}", tuple(_around_trunks(clip)))
+
+
+def _around_trunks(clip: nn.Module) -> list[str]:
+    """Keys of the layers a pretrained trunk does not bring: a timm tower's outside its ``trunk``, a
+    Hugging Face text tower's outside its ``transformer`` (their projections, e.g. ``visual.head.proj``)."""
+    keys = []
+    for tower, trunk in (("visual", "trunk"), ("text", "transformer")):
+        module = getattr(clip, tower, None)
+        if module is not None and hasattr(module, trunk) and (tower == "visual" or hasattr(module, "config")):
+            keys += [f"{tower}.{k}" for k in module.state_dict() if not k.startswith(f"{trunk}.")]
+    return keys
 
 
 def towers_from_open_clip(
@@ -139,14 +156,21 @@ def towers_from_open_clip(
         kwargs = {"load_weights": False, "pretrained_image": False, "pretrained_text": False, **kwargs}
     if cache_dir is not None:
         kwargs["cache_dir"] = cache_dir
-    with _without_log("No pretrained weights loaded") if not pretrained_towers else contextlib.nullcontext():
+    repo = hub_repo(name, hub_tag)
+    what = f"{name}" if hub_tag is None else f"pretrained tag {hub_tag!r} of {name}"
+    what += f" (hub repo {repo})" if repo and hub_tag is not None else ""
+    if repo is not None:
+        check_hub_access(what, repo, cache_dir)  # seconds, not open_clip's retries, without network
+    quiet = ("Failed to download", "Failed initial config", *(() if pretrained_towers else ("No pretrained weights",)))
+    with hub_errors(what), _without_log(*quiet):  # the error says it in one line
         clip = open_clip.create_model(name, pretrained=hub_tag, **kwargs)  # (weights follow: no warning)
+        config = open_clip_model_config(name, **kwargs)
     source = FRESH
     if hub_tag is not None:
         source = f"open_clip.create_model({name!r}, pretrained={hub_tag!r}): the hub weights, loaded strictly"
     elif schema and pretrained_towers:
         source = f"open_clip.create_model({name!r}): the weights of that {schema} source, loaded strictly"
-    return Towers(clip, open_clip_model_config(name, **kwargs), source)
+    return Towers(clip, config, source)
 
 
 def build_towers(
@@ -200,5 +224,40 @@ def apply_checkpoint(model: DALIPModel, checkpoint: str | Path | None, *, strict
         PretrainedMismatchError: ``strict`` and the file does not fit the towers.
     """
     if checkpoint is None:
-        return LoadReport(source=towers.source, fresh=head_keys(model))
+        return LoadReport(source=towers.source, fresh=[f"clip.{k}" for k in towers.fresh] + head_keys(model))
     return load_checkpoint(model, checkpoint, strict=strict)
+
+
+INIT_SEED = 0
+"""The seed of the layers a model builds untrained (`create_model`'s ``init_seed``)."""
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int | None) -> Iterator[None]:
+    """Seed torch's CPU generator with ``seed`` for the block only (None: leave it alone).
+
+    Layers initialised in the block are the same on every call, and the caller's random
+    state is as before the block (`torch.random.fork_rng`).
+    """
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def untrained_notice(model: nn.Module) -> str | None:
+    """One line naming the layers of ``model`` that keep their initialisation (None when every weight is loaded).
+
+    Read off ``model.load_report`` (`create_model`): all layers for fresh towers, else its ``fresh`` tensors.
+    """
+    report = getattr(model, "load_report", None)
+    if report is None:
+        return None
+    if report.source == FRESH:
+        return "untrained model: every weight keeps its initialisation (seeded), no weights were loaded"
+    layers = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in report.fresh))
+    if not layers:
+        return None
+    return f"untrained layers (seeded initialisation, not learned): {', '.join(layers)}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import random
 import re
@@ -34,6 +35,8 @@ __all__ = [
     "CHECKPOINT", "atomic_save", "capture_rng", "checkpoint_step", "discard_corrupt_checkpoints",
     "list_checkpoints", "load_training_checkpoint", "restore_rng", "save_training_checkpoint",
 ]
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 """File name of a run's newest checkpoint."""
@@ -169,8 +172,8 @@ def _verify(path: Path) -> None:
     """Check ``path`` against its ``.sha256`` sidecar (a warning when there is none)."""
     recorded = _recorded_digest(path)
     if recorded is None:
-        warnings.warn(f"{path}: no checksum file {_sidecar(path).name}; loading it unverified",
-                      RuntimeWarning, stacklevel=3)
+        # one line, as dalip's other notices (logging): a Python warning adds its source line
+        logger.warning("%s: no checksum file %s; loading it unverified", path, _sidecar(path).name)
     elif (actual := _sha256(path)) != recorded:
         older = [p.name for p in list_checkpoints(path.parent) if p.name != path.name]
         raise CorruptCheckpointError(

@@ -349,6 +349,9 @@ def validate_distributed(d: DistributedConfig, m: ModelConfig) -> None:
                       f"or one per device like cpu:gloo,cuda:nccl; got {d.backend!r}")),
         (not (d.strategy == "fsdp" and m.compile),
          "distributed.strategy=fsdp with model.compile is not supported; set model.compile=false"),
+        (not (d.strategy == "fsdp" and m.channels_last),
+         ("distributed.strategy=fsdp with model.channels_last: FSDP2 shards only contiguous (NCHW) weights; "
+          "set model.channels_last=false")),
         (not (d.strategy == "fsdp" and m.cache_frozen),
          ("distributed.strategy=fsdp with model.cache_frozen: the towers are frozen and cached and only the small "
           "heads train, so there is nothing worth sharding; set distributed.strategy=ddp")),

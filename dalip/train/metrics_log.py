@@ -65,7 +65,7 @@ def eval_scalars(results: dict, prefix: str = "eval") -> dict[str, float]:
         name = f"{prefix}/{key}"
         if isinstance(value, dict):
             flat.update(eval_scalars(value, name))
-        elif isinstance(value, float) and not str(key).startswith("chance"):
+        elif isinstance(value, float) and not str(key).rpartition("/")[2].startswith("chance"):
             flat[name] = value
     return flat
 

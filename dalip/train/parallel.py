@@ -200,11 +200,14 @@ def model_state(model: nn.Module) -> dict[str, Tensor]:
 
 
 def _map_tensors(value: Any, fn: Any) -> Any:
-    """``fn`` applied to every tensor in a nested dict / list of an optimizer state (keys in sorted order)."""
+    """``fn`` applied to every tensor in a nested dict / list of an optimizer state, in its order.
+
+    ``fn`` may be a collective: the order is the optimizer's, the same on every rank.
+    """
     if isinstance(value, Tensor):
         return fn(value)
     if isinstance(value, dict):
-        return {k: _map_tensors(value[k], fn) for k in sorted(value, key=str)}
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_map_tensors(v, fn) for v in value)
     return value
