@@ -38,7 +38,7 @@ def main(argv=None) -> None:
     waits = []
     for k in range(args.epochs * per_epoch):
         t0 = time.perf_counter()
-        batches.get(k)
+        next(batches)
         waits.append(time.perf_counter() - t0)
         time.sleep(args.step_s)
     boundaries = [waits[e * per_epoch] for e in range(1, args.epochs)]

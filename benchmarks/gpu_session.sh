@@ -8,8 +8,10 @@
 # Stages (default time limit, seconds): pooling 80 (compare_mbdc.py, B=256, fp32 and bf16, every
 # pooler: item 1), step 100 (train_step.py, ViT-B/16, batch 256, bf16: item 2), recipe 130
 # (vs_open_clip_train.py: item 3), scaling 50 (scaling.py: item 4), compile 120 (compare_mbdc.py
-# --compile: item 5), tests 30 (tests/test_gpu.py), train (the rest: the vitb16-gpu recipe
-# through torchrun, 150 steps). Name stages to run only those: `... gpu_session.sh step recipe`.
+# --compile: item 5), tests 30 (tests/test_gpu.py), fsdp 150 (issue 20 item 5: the vitb16-gpu recipe
+# through torchrun with distributed.strategy=fsdp and model.sync_batchnorm, 40 steps on one GPU, NCCL;
+# its checkpoint then loads into one process), train (the rest: the vitb16-gpu recipe through
+# torchrun, 150 steps). Name stages to run only those: `... gpu_session.sh step recipe`.
 # A stage that runs out of time is stopped and the next one starts; after every stage the
 # results so far are packed into $OUT/results.tar (results/*cuda*, each stage's output), with
 # $OUT/summary.md (each stage's exit status and time, every result line in bold) and
@@ -28,7 +30,7 @@ START=$(date +%s)
 TOTAL_S=${TOTAL_S:-520}
 SMOKE=${SMOKE:-0}
 STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(pooling step recipe scaling compile tests train)
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(pooling step recipe scaling compile tests fsdp train)
 
 if [ -d .whl ] && ! python3 -c "import open_clip" 2>/dev/null; then  # the wheels the image lacks
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -119,6 +121,27 @@ for s in "${STAGES[@]}"; do
         fi ;;
     tests)
         stage tests 30 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py ;;
+    fsdp)  # FSDP2 on one GPU (NCCL): fully_shard per block and head, SyncBatchNorm, full-state checkpoint
+        if [ "$SMOKE" = 1 ]; then
+            overrides=(model.name=$ROOT/tests/assets/tiny-clip.json data.batch_size=2 data.workers=0 optim.steps=2
+                       optim.warmup_steps=0 run.precision=fp32 data.spec.image_size=64 data.spec.eval_subsets=[])
+        else
+            overrides=(optim.steps=40 run.checkpoint_every=40 run.log_every=10)
+        fi
+        # in bash -c (timeout runs programs): $1 the work folder, $2 the results file, then the overrides
+        stage fsdp 150 bash -c 'set -o pipefail; work=$1 res=$2; shift 2
+            torchrun --standalone --nproc_per_node 1 -m dalip.cli train --config vitb16-gpu --output "$work/fsdp" \
+                --overwrite distributed.strategy=fsdp model.sync_batchnorm=true "$@" || exit $?
+            python3 - "$work/fsdp/checkpoint.pt" <<"PY" | tee "$res"
+import sys, torch
+from dalip.runs.load import load_run
+model, config = load_run(sys.argv[1])
+plain = sum(type(t) is torch.Tensor for t in model.state_dict().values())
+print(f"- checkpoint of a distributed.strategy={config.distributed.strategy} run loads into one process: "
+      f"**{plain} plain tensors**")
+PY' fsdp "$WORK" "$RES/fsdp_$DEV.md" "${overrides[@]}"
+        cp "$WORK/fsdp/metrics.jsonl" "$WORK/fsdp_metrics.jsonl" 2>/dev/null
+        pack ;;
     train)
         if [ "$SMOKE" = 1 ]; then
             overrides=(model.name=$ROOT/tests/assets/tiny-clip.json data.batch_size=2 data.workers=0 optim.steps=2
@@ -132,7 +155,7 @@ for s in "${STAGES[@]}"; do
         cp "$WORK/vitb16/eval.json" "$WORK/vitb16_eval.json" 2>/dev/null
         pack ;;
     *)
-        echo "unknown stage $s (pooling | step | recipe | scaling | compile | tests | train)" >&2; exit 2 ;;
+        echo "unknown stage $s (pooling | step | recipe | scaling | compile | tests | fsdp | train)" >&2; exit 2 ;;
     esac
 done
 echo "=== done in $(($(date +%s) - START))s; results in $OUT ==="

@@ -124,3 +124,9 @@ def test_recipe_profile_times_the_parts_that_differ(tmp_path):
     for part in ("AdamW step, torch default (open_clip_train)", "AdamW step, fused (dalip)",
                  "decode + train transform, dalip (per image)", "decode + train transform, open_clip (per image)"):
         assert float(rows[part][0]) > 0, part
+
+
+def test_stream_resume_script_times_fresh_and_resumed_first_batches():
+    text = run_script("stream_resume.py", "--steps", "5", "--batch", "4", "--workers", "0", "--rounds", "1",
+                      "--image-size", "16", "--shuffle-buffer", "8")
+    assert re.search(r"resumed at step 5: \*\*[\d.]+ s\*\*", text) and re.search(r"resumed / fresh: \*\*[\d.]+x", text)

@@ -20,6 +20,7 @@ measured to ``OUT/rank<r>.json`` and the tests read those. What must hold:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -29,6 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from dalip.errors import ConfigError
 from dalip.models import create_model
@@ -52,7 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "assets" / "tiny-train.yaml")
 # the published head (BatchNorm, dropout) at toy size, both towers trained, every learnable 0-dim scale
 OVERRIDES = ["model.second_order=mbdc_paper", "model.lock_image=false", "model.alpha_learnable=true",
-             "model.channels_last=false", "optim.grad_clip=0.5", "optim.lr=1e-3", "optim.head_lr=1e-2"]
+             "model.channels_last=false", "optim.grad_clip=0.5", "optim.lr=1e-3", "optim.head_lr=1e-2",
+             # open_clip's multi-GPU loss: each rank scores its own rows, so the 0-dim scales' gradients differ by rank
+             "loss.options={base_options: {gather_with_grad: true, local_loss: true}}"]
 WORLD, B, STEPS = 2, 8, 3  # global batch B, B // WORLD rows per rank
 TOL = 1e-5
 
@@ -68,7 +72,7 @@ def _batch(step: int, rank: int, config) -> tuple[torch.Tensor, torch.Tensor]:
     return images[rows], texts[rows]
 
 
-def _train(config, dist_info: DistInfo, steps: range, state: dict | None = None):
+def _train(config, dist_info: DistInfo, steps: range, state: dict | None = None, grads: dict | None = None):
     """A model wrapped by ``config``'s strategy (from ``state``'s full states), trained over ``steps``."""
     torch.manual_seed(0)
     model = build_model(config, load_weights=False)
@@ -79,16 +83,27 @@ def _train(config, dist_info: DistInfo, steps: range, state: dict | None = None)
     optimizer = build_optimizer(model, config)  # after wrap_model (FSDP: DTensor parameters)
     if state is not None:
         load_optimizer_state(model, optimizer, state["optimizer"])
-    return _steps(net, model, optimizer, config, dist_info, steps), model, optimizer, net
+    return _steps(net, model, optimizer, config, dist_info, steps, grads), model, optimizer, net
 
 
-def _steps(net, model, optimizer, config, dist_info: DistInfo, steps: range) -> list[float]:
-    """Optimizer steps on the batches of ``steps`` (dropout seeded by step and rank); their losses."""
+def _full_grads(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter's gradient as a full tensor (FSDP: all-gathered; a collective)."""
+    return {n: (p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad).clone()
+            for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _steps(net, model, optimizer, config, dist_info: DistInfo, steps: range, grads: dict | None = None) -> list[float]:
+    """Optimizer steps on the batches of ``steps`` (dropout seeded by step and rank); their losses.
+
+    ``grads`` receives the first step's gradients (AdamW's first update is blind to their scale).
+    """
     loss_fn, losses = build_loss(config), []
     for step in steps:
         torch.manual_seed(10 * step + dist_info.rank)  # the same dropout masks in every run
         loss = loss_fn(**net(*_batch(step, dist_info.rank, config)))
         loss.backward()
+        if grads is not None and not grads:
+            grads.update(_full_grads(model))
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -145,80 +160,139 @@ def _spread_over_ranks(value: torch.Tensor) -> float:
     return max((p - value).abs().max().item() for p in parts)
 
 
-def _worker(out: Path) -> None:
-    torch.set_num_threads(1)
-    dist_info = init_distributed("gloo")
-    rank, result = dist_info.rank, {"backend": torch.distributed.get_backend()}
-    config = {s: load_config(TINY, [*OVERRIDES, f"distributed.strategy={s}"]) for s in ("ddp", "fsdp")}
-    ddp_losses, ddp_model, ddp_opt, _ = _train(config["ddp"], dist_info, range(STEPS))
-    fsdp_losses, fsdp_model, fsdp_opt, fsdp_net = _train(config["fsdp"], dist_info, range(STEPS))
+def _with(config, strategy: str | None = None, sync_batchnorm: bool | None = None):
+    """A copy of ``config`` with another ``distributed.strategy`` / ``model.sync_batchnorm``."""
+    config = copy.deepcopy(config)
+    config.distributed.strategy = strategy or config.distributed.strategy
+    config.model.sync_batchnorm = config.model.sync_batchnorm if sync_batchnorm is None else sync_batchnorm
+    return config
+
+
+def _params_only(state: dict, model: nn.Module) -> dict:
+    """The parameters of a state dict (the buffers, BatchNorm statistics, are each rank's own under FSDP)."""
+    names = {n for n, _ in model.named_parameters()}
+    return {k: v for k, v in state.items() if k in names}
+
+
+def _same_steps(config: dict, dist_info: DistInfo, steps: int, result: dict) -> tuple:
+    """DDP and FSDP over ``steps`` steps; their losses and the differences of their full states."""
+    ddp_grads: dict = {}
+    fsdp_grads: dict = {}
+    ddp_losses, ddp_model, ddp_opt, _ = _train(config["ddp"], dist_info, range(steps), grads=ddp_grads)
+    fsdp = _train(config["fsdp"], dist_info, range(steps), grads=fsdp_grads)
+    result["grad_diff"] = _max_diff(fsdp_grads, ddp_grads)
+    fsdp_losses, fsdp_model, fsdp_opt, _ = fsdp
     result.update(ddp_losses=ddp_losses, fsdp_losses=fsdp_losses, sharded=is_sharded(fsdp_model),
                   dtensor_params=sum(type(p).__name__ == "DTensor" for p in fsdp_model.parameters()))
     state = {"model": model_state(fsdp_model), "optimizer": optimizer_state(fsdp_model, fsdp_opt)}
-    result["model_state_diff"] = _max_diff(state["model"], model_state(ddp_model))
+    ddp_state = model_state(ddp_model)
+    result["model_state_diff"] = _max_diff(state["model"], ddp_state)  # rank 0: DDP broadcasts its buffers
+    result["param_state_diff"] = _max_diff(*(_params_only(s, ddp_model) for s in (state["model"], ddp_state)))
     result["optimizer_state_diff"] = _max_diff(state["optimizer"], optimizer_state(ddp_model, ddp_opt))
     plain = build_model(config["fsdp"], load_weights=False)
     plain.load_state_dict(state["model"])  # strict: the same keys and shapes
     build_optimizer(plain, config["fsdp"]).load_state_dict(state["optimizer"])
-    result["one_process_diff"] = _max_diff(plain.state_dict(), ddp_model.state_dict())
-    # a fresh FSDP model from the full states holds them, and takes the step the original takes next
+    result["one_process_diff"] = _max_diff(_params_only(plain.state_dict(), plain), _params_only(ddp_state, plain))
+    result["unsynced_bn_spread"] = _spread_over_ranks(_head_running_stats(fsdp_model))
+    return fsdp, state
+
+
+def _resume_and_sync(config: dict, dist_info: DistInfo, fsdp: tuple, state: dict, result: dict) -> None:
+    """A fresh FSDP model from full states vs the original one step on; a trained model with SyncBatchNorm."""
+    _, fsdp_model, fsdp_opt, fsdp_net = fsdp
     _, reloaded, reloaded_opt, _ = _train(config["fsdp"], dist_info, range(0), state)
     result["reloaded_optimizer_diff"] = _max_diff(optimizer_state(reloaded, reloaded_opt), state["optimizer"])
     resumed = _train(config["fsdp"], dist_info, range(STEPS, STEPS + 1), state)[0]
     continued = _steps(fsdp_net, fsdp_model, fsdp_opt, config["fsdp"], dist_info, range(STEPS, STEPS + 1))
     result["resume_loss"] = [resumed[0], continued[0]]
-    result["unsynced_bn_spread"] = _spread_over_ranks(_head_running_stats(fsdp_model))
-    synced_config = load_config(TINY, [*OVERRIDES, "distributed.strategy=fsdp", "model.sync_batchnorm=true"])
+    synced_config = _with(config["fsdp"], sync_batchnorm=True)
     synced_model = _train(synced_config, dist_info, range(STEPS))[1]
     result["synced_bn_layers"] = sum(isinstance(m, SyncMaskedBatchNorm) for m in synced_model.modules())
     result["synced_bn_spread"] = _spread_over_ranks(_head_running_stats(synced_model))
-    result["sync_bn_module"] = _sync_bn_module(rank)
-    (out / f"rank{rank}.json").write_text(json.dumps(result))
+
+
+def _worker(out: Path, full: bool) -> None:
+    """One rank: ``full`` runs `STEPS` steps and the resume and SyncBatchNorm model checks, else one step."""
+    torch.set_num_threads(1)
+    dist_info = init_distributed("gloo")
+    result = {"backend": torch.distributed.get_backend(), "sync_bn_module": _sync_bn_module(dist_info.rank)}
+    config = {"ddp": load_config(TINY, OVERRIDES)}  # validated once (it takes seconds)
+    config["fsdp"] = _with(config["ddp"], strategy="fsdp")
+    fsdp, state = _same_steps(config, dist_info, STEPS if full else 1, result)
+    if full:
+        _resume_and_sync(config, dist_info, fsdp, state, result)
+    (out / f"rank{dist_info.rank}.json").write_text(json.dumps(result))
     torch.distributed.destroy_process_group()
 
 
-# ------------------------------------------------------------------------------- the 2-rank job
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory) -> list[dict]:
+# ------------------------------------------------------------------------------- the 2-rank jobs
+def _run_ranks(out: Path, mode: str) -> list[dict]:
     """The results of both ranks of one ``torchrun --nproc_per_node 2`` job of `_worker`."""
-    out = tmp_path_factory.mktemp("parallel")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-         str(Path(__file__)), str(out)], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+         str(Path(__file__)), str(out), mode], check=False, cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
 
 
-@pytest.mark.slow
-def test_fsdp_and_ddp_take_the_same_steps(ranks):
-    for result in ranks:
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> list[dict]:
+    """One step of each strategy, the states and the SyncBatchNorm layer (default run)."""
+    return _run_ranks(tmp_path_factory.mktemp("parallel_quick"), "quick")
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory) -> list[dict]:
+    """`STEPS` steps, a resume from the full states and a model trained with SyncBatchNorm."""
+    return _run_ranks(tmp_path_factory.mktemp("parallel_full"), "full")
+
+
+def _check_same_steps(ranks: list[dict]) -> None:
+    for rank, result in enumerate(ranks):
         assert result["sharded"] and result["dtensor_params"] > 0
         torch.testing.assert_close(result["fsdp_losses"], result["ddp_losses"], rtol=TOL, atol=TOL)
-        assert result["model_state_diff"] < TOL and result["optimizer_state_diff"] < TOL
+        assert result["grad_diff"] < TOL  # every gradient averaged over the ranks (the 0-dim ones too)
+        assert result["param_state_diff"] < TOL and result["optimizer_state_diff"] < TOL
+        assert result["one_process_diff"] < TOL
+        if rank == 0:  # DDP broadcasts rank 0's buffers; FSDP keeps each rank's (rank 0's are saved)
+            assert result["model_state_diff"] < TOL
+        assert result["unsynced_bn_spread"] > 1e-4  # each rank's own BatchNorm statistics (test below)
+
+
+def test_fsdp_and_ddp_take_the_same_step_on_two_processes(quick):
+    _check_same_steps(quick)
+
+
+def test_sync_batchnorm_layer_equals_one_process_on_the_global_batch(quick):
+    for result in quick:
+        module = result["sync_bn_module"]
+        assert module["out"] < TOL and module["grad"] < TOL and module["running"] < TOL
+
+
+def test_backend_from_config_is_used(quick):
+    assert [r["backend"] for r in quick] == ["gloo", "gloo"]
 
 
 @pytest.mark.slow
-def test_fsdp_state_loads_into_one_process_and_back_into_fsdp(ranks):
-    for result in ranks:
-        assert result["one_process_diff"] < TOL and result["reloaded_optimizer_diff"] == 0
+def test_fsdp_and_ddp_take_the_same_steps(full):
+    _check_same_steps(full)
+
+
+@pytest.mark.slow
+def test_fsdp_state_loads_back_into_fsdp_and_resumes_exactly(full):
+    for result in full:
+        assert result["reloaded_optimizer_diff"] == 0
         resumed, continued = result["resume_loss"]
         assert abs(resumed - continued) < TOL
 
 
 @pytest.mark.slow
-def test_sync_batchnorm_statistics_agree_across_ranks(ranks):
-    for result in ranks:
+def test_sync_batchnorm_statistics_of_a_trained_model_agree_across_ranks(full):
+    for result in full:
         assert result["synced_bn_layers"] == 2  # the image and text heads' reduction norms
-        assert result["synced_bn_spread"] < TOL
-        assert result["unsynced_bn_spread"] > 1e-3  # without it each rank keeps its own
-        module = result["sync_bn_module"]
-        assert module["out"] < TOL and module["grad"] < TOL and module["running"] < TOL
-
-
-@pytest.mark.slow
-def test_backend_from_config_is_used(ranks):
-    assert [r["backend"] for r in ranks] == ["gloo", "gloo"]
+        assert result["synced_bn_spread"] < TOL and result["unsynced_bn_spread"] > 1e-4
 
 
 # ----------------------------------------------------------------------------- one process, fast
@@ -281,5 +355,5 @@ def test_states_of_an_unsharded_model_are_its_own():
     assert optimizer_state(model, optimizer) == optimizer.state_dict()
 
 
-if __name__ == "__main__":  # one rank of the torchrun job of `ranks`
-    _worker(Path(sys.argv[1]))
+if __name__ == "__main__":  # one rank of the torchrun job of `_run_ranks`
+    _worker(Path(sys.argv[1]), full=sys.argv[2] == "full")

@@ -6,6 +6,7 @@ import functools
 import io
 import itertools
 import json
+import shutil
 import tarfile
 import threading
 from collections import Counter
@@ -79,6 +80,10 @@ def http_shards(tmp_path):
     thread.join()
 
 
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="webdataset reads http:// through curl")
+
+
+@needs_curl
 def test_http_shards_through_webdataset_opener(http_shards):
     pattern, captions = http_shards
     data = WebDatasetShards(pattern, shuffle_buffer=0, shuffle_shards=False)
@@ -89,6 +94,7 @@ def test_http_shards_through_webdataset_opener(http_shards):
     assert not set(by_worker[0]) & set(by_worker[1])
 
 
+@needs_curl
 def test_missing_remote_shard_is_one_bad_sample_not_refused(http_shards):
     pattern, captions = http_shards
     missing = pattern.replace("{0..3}", "404")
@@ -121,6 +127,7 @@ def test_missing_local_shards_and_unknown_schemes_refused(tmp_path):
     ({"upsampling": [1, 2]}, ValueError, "upsampling needs resampled"),
     ({"resampled": True, "num_samples": 10, "upsampling": [1]}, ValueError, "one factor per '::'-separated source"),
     ({"resampled": True, "num_samples": 10, "upsampling": [1, -1]}, ValueError, "numbers >= 0"),
+    ({"resampled": True, "num_samples": 10, "upsampling": [0, 0]}, ValueError, "not all 0"),
     ({"resampled": True, "num_samples": 10, "upsampling": "1::2"}, TypeError, "list of numbers"),
     ({"resampled": True}, ValueError, "resampled: true needs num_samples"),
     ({"resampled": True, "num_samples": 0}, ValueError, "needs num_samples"),
@@ -185,17 +192,19 @@ def uneven_shards(tmp_path) -> tuple[str, list[str]]:
     return str(tmp_path / "u-{0..3}.tar"), good + ["u3-0", "u3-1"]
 
 
-@pytest.mark.parametrize("readers", [1, 2, 6])  # 6 readers > 4 shards: split by sample
-def test_reader_stream_resumes_exactly_from_every_position(uneven_shards, readers):
+# 6 readers > 4 shards: split by sample; pipe: shards are streams, skipped by reading (local ones by seeking)
+@pytest.mark.parametrize(("readers", "pipe"), [(1, False), (2, False), (6, False), (2, True), (6, True)])
+def test_reader_stream_resumes_exactly_from_every_position(uneven_shards, readers, pipe):
     pattern, good = uneven_shards
-    data = WebDatasetShards(pattern, shuffle_buffer=3, seed=5)
+    data = WebDatasetShards(f"pipe:cat {pattern}" if pipe else pattern, shuffle_buffer=3, seed=5)
     epochs = []
     for reader in range(readers):
         items = _take(data.reader_stream(reader, readers), 30 // readers + 8)
         epochs.append(_first_epoch(items))
         for n, (_, position) in enumerate(items[:-1]):
             assert json.loads(json.dumps(position)) == position
-            resumed = _take(data.reader_stream(reader, readers, position), min(9, len(items) - n - 1))
+            ahead = min(4 if pipe else 9, len(items) - n - 1)  # a pipe: a process per shard opened
+            resumed = _take(data.reader_stream(reader, readers, position), ahead)
             assert resumed == items[n + 1:n + 1 + len(resumed)], (reader, n, position)
         assert {p["epoch"] for _, p in items} >= {1, 2}  # the resumes crossed epoch boundaries
     every = [t for epoch in epochs for t in epoch]
@@ -263,11 +272,11 @@ def test_positions_of_the_other_kind_and_empty_readers_refused(tmp_path):
     _shard(tmp_path / "one.tar", "o", 1)
     data = WebDatasetShards(str(tmp_path / "one.tar"))
     with pytest.raises(ValueError, match="integer keys epoch, shard, offset, block, index"):
-        next(data.reader_stream(0, 1, {"epoch": 0, "drawn": 3}))
+        data.reader_stream(0, 1, {"epoch": 0, "drawn": 3})  # refused at the call, before any reading
     with pytest.raises(ValueError, match="reader must be in"):
-        next(data.reader_stream(2, 2))
+        data.reader_stream(2, 2)
     with pytest.raises(ValueError, match="reader 1 of 2 got no samples"):
         next(data.reader_stream(1, 2))  # one sample, two readers: never one for reader 1
     resampled = WebDatasetShards(str(tmp_path / "one.tar"), resampled=True, num_samples=1)
     with pytest.raises(ValueError, match="num_samples=1 gives each of the 2 readers"):
-        next(resampled.reader_stream(0, 2))
+        resampled.reader_stream(0, 2)

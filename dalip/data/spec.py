@@ -55,8 +55,8 @@ class DatasetSpec:
         image_size: model input size; None: the model's (the trainer fills it in from the
             model's open_clip preprocessing), else `dalip.data.transforms.FALLBACK_SIZE` (224).
         augment: training augmentation: ``true`` the kind's default (open_clip's: a crop of
-            0.9-1 of the area, no flip, no jitter; the Twemoji quickstart's emoji settings for
-            ``twemoji``), ``false`` the evaluation resize, or a mapping of
+            0.9-1 of the area, no flip, no jitter; the quickstart's embedded emoji bring their
+            own, `dalip.data.transforms.EMOJI_AUGMENTATION`), ``false`` the evaluation resize, or a mapping of
             `dalip.data.transforms.Augmentation` fields (open_clip's ``aug_cfg``: ``scale``,
             ``ratio``, ``color_jitter``, ``hflip`` ...) over open_clip's defaults.
         mean, std: input normalisation; None: the model's, else the fallback

@@ -173,7 +173,7 @@ def _jitter(value: float | tuple[float, ...]) -> tuple[float, ...]:
     return (float(value),) * 3 if isinstance(value, (int, float)) else tuple(value)
 
 
-#: the light emoji augmentation of the Twemoji quickstart (and of `image_transform`'s ``train=True``):
+#: the light emoji augmentation of the quickstart's embedded data (and of `image_transform`'s ``train=True``):
 #: a near-square crop of 0.7-1 of the area (emoji keep their shape), half the images mirrored,
 #: small brightness / contrast / saturation jitter (no hue: "green apple" must stay true)
 EMOJI_AUGMENTATION = Augmentation(scale=(0.7, 1.0), ratio=(0.9, 1.1), color_jitter=(0.1, 0.1, 0.1), hflip=0.5,

@@ -55,12 +55,17 @@ def hub_repo(name: str, hub_tag: str | None) -> str | None:
 
 def _cached(repo: str, cache_dir: str | None) -> bool:
     """True when the hub cache holds a snapshot of ``repo`` (open_clip then falls back to it at once)."""
-    from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
 
-    folder = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
-    snapshots = folder / "snapshots"
+    snapshots = _cache_folder(cache_dir) / repo_folder_name(repo_id=repo, repo_type="model") / "snapshots"
     return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def _cache_folder(cache_dir: str | None) -> Path:
+    """The hub cache open_clip downloads into: its ``cache_dir``, else huggingface_hub's (``HF_HUB_CACHE``)."""
+    from huggingface_hub import constants
+
+    return Path(cache_dir or constants.HF_HUB_CACHE)
 
 
 def hub_unreachable(timeout: float = HUB_TIMEOUT_S) -> str | None:
@@ -96,8 +101,8 @@ def check_hub_access(what: str, repo: str, cache_dir: str | None = None) -> None
     reason = hub_unreachable()
     if reason is not None:
         raise HubUnavailableError(
-            f"{what}: no network or hub access: {reason}, and hub repo {repo} is not in the local cache. "
-            "Run once with network access to cache it (or use a local file / local-dir: model)"
+            f"{what}: no network or hub access: {reason}, and {repo} is not in the local cache "
+            f"({_cache_folder(cache_dir)}). Run once with hub access to cache it, or use a local file / local-dir: model"
         )
 
 

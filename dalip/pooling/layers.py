@@ -55,72 +55,88 @@ class RowIsolatedBatchNorm(torch.autograd.Function):
     ``y = (x - mean) * rsqrt(var + eps) * weight + bias`` for every token, with ``mean`` and
     ``var`` over the real tokens of the rows whose values are all finite. Each row's moments
     come from one fused ``var_mean`` pass; a NaN/Inf anywhere in a row makes its variance
-    non-finite, so the rows to leave out are read from that ``(b, ..., d)`` result on the device
-    (no host sync, no ``isfinite`` pass over the tokens), and the rows are pooled by the parallel
-    variance formula. The backward pass is the BatchNorm gradient restricted to those rows,
-    two products over the tokens (autograd through the same forward would take about ten).
-    A non-finite row keeps non-finite outputs and gets non-finite input gradients; the
-    other rows' outputs and the statistics do not see it.
+    non-finite, so the rows to leave out are read from that small result on the device (no host
+    sync, no ``isfinite`` pass over the tokens) and the rows are pooled by the parallel variance
+    formula. The normalisation and the parameter gradients are ATen's fused BatchNorm kernels
+    (with these statistics); the input gradient adds the statistics' part, restricted to the rows
+    they pool, in two products. A non-finite row keeps its non-finite outputs; the other rows'
+    outputs and the statistics do not see it. (Its gradients, and through the parameter
+    gradients everyone's, are not finite: the loss is not, and the trainer stops on that.)
 
-    Shapes: ``x (b, n, g, d)`` (at least float32), ``mask (b, n) | None`` (True = real token),
-    ``weight, bias (d,)`` (shared by the groups) or ``(g, d)`` -> ``y (b, n, g, d)``,
-    ``mean, var`` (``weight``'s shape, broadcastable) -- the batch statistics, not differentiable;
-    ``count ()`` the tokens they pool (0: every row non-finite).
+    Shapes: ``x (b, n, g, d)`` (at least float32, contiguous), ``mask (b, n) | None`` (True = real
+    token), ``weight, bias (d,)`` (shared by the groups) or ``(g, d)`` -> ``y (b, n, g, d)`` and,
+    not differentiable, the batch ``mean, var (k,)`` (``k = weight.numel()``) and the ``count ()``
+    of tokens they pool (0 when every row is non-finite).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, mask: Tensor | None, weight: Tensor, bias: Tensor, eps: float):
-        dims = (1, 2) if weight.ndim == 1 else (1,)  # shared: pool the groups of a row too
         pad = None if mask is None else ~mask[:, :, None, None]  # b n 1 1
         kept = x if pad is None else x.masked_fill(pad, 0)  # padding (even inf / nan) -> 0
-        mean_b, var_b, count_b = _row_moments(kept, pad, dims)  # b 1 g|1 d, count b 1 1 1
-        finite = var_b.sum(dim=(1, 2, 3), keepdim=True) < math.inf  # b 1 1 1; False for nan too
-        count_b = count_b * finite
-        count = count_b.sum(0)  # 1 1 1
-        mean_b, var_b = mean_b.where(finite, 0), var_b.where(finite, 0)
-        mean = (count_b * mean_b).sum(0) / count.clamp_min(1)  # 1 g|1 d
-        var = (count_b * (var_b + (mean_b - mean).square())).sum(0) / count.clamp_min(1)
-        invstd = torch.rsqrt(var + eps)
-        scale = weight * invstd
-        y = torch.addcmul(bias - mean * scale, kept, scale)
-        ctx.save_for_backward(kept, pad, finite, count, mean, invstd, weight)
-        stats = mean.view(weight.shape), var.view(weight.shape), count.view(())
-        ctx.mark_non_differentiable(*stats)
-        return y, *stats
+        dims = (1, 2) if weight.ndim == 1 else (1,)  # shared: pool the groups of a row too
+        finite, mean, var, count = _pool_rows(*_row_moments(kept, pad, dims))
+        flat = kept.view(-1, weight.numel())  # rows of d (shared) or g * d (per group)
+        y = torch.native_batch_norm(flat, weight.view(-1), bias.view(-1), mean, var, False, 0.0, eps)[0]
+        ctx.save_for_backward(kept, pad, finite, count, mean, var, weight)
+        ctx.eps = eps
+        ctx.set_materialize_grads(False)  # no zero tensors for the statistics' gradients
+        ctx.mark_non_differentiable(mean, var, count)
+        return y.view(x.shape), mean, var, count
 
     @staticmethod
-    def backward(ctx, dy: Tensor, *_) -> tuple[Tensor | None, None, Tensor | None, Tensor | None, None]:
-        kept, pad, finite, count, mean, invstd, weight = ctx.saved_tensors
-        dims = (0, 1, 2) if weight.ndim == 1 else (0, 1)
-        d_bias = dy.sum(dims)  # every token's output reads the statistics, padded ones too
-        d_weight = ((dy * kept).sum(dims) - mean.view(weight.shape) * d_bias) * invstd.view(weight.shape)
+    def backward(ctx, dy: Tensor | None, *_) -> tuple[Tensor | None, None, Tensor | None, Tensor | None, None]:
+        if dy is None:
+            return None, None, None, None, None
+        kept, pad, finite, count, mean, var, weight = ctx.saved_tensors
+        k = weight.numel()
+        _, d_weight, d_bias = torch.ops.aten.native_batch_norm_backward(
+            dy.reshape(-1, k), kept.view(-1, k), weight.view(-1), mean, var, None, None, False, ctx.eps,
+            [False, True, True],
+        )  # sums over every token's output, padded ones included: they all read the statistics
+        d_weight, d_bias = d_weight.view(weight.shape), d_bias.view(weight.shape)
         if not ctx.needs_input_grad[0]:
             return None, None, d_weight, d_bias, None
-        # standard BatchNorm backward over the statistics' rows: dx = scale (dy - (d_bias + xhat d_weight) / count)
+        # dx = scale (dy - (d_bias + xhat d_weight) / count) on the pooled rows, scale dy elsewhere
+        mean, invstd = mean.view(weight.shape), torch.rsqrt(var + ctx.eps).view(weight.shape)
         scale = weight * invstd
-        slope = -scale * invstd * d_weight / count.clamp_min(1)  # the xhat term, per unit of x
-        offset = -scale * (d_bias - mean * invstd * d_weight) / count.clamp_min(1)
-        dx = torch.addcmul(offset * finite, kept, slope * finite).addcmul_(dy, scale)
-        if pad is not None:
-            dx.masked_fill_(pad, 0)
-        return dx, None, d_weight, d_bias, None
+        per_token = scale * finite / count.clamp_min(1)  # b 1 g|1 d: zero on the rows left out
+        slope = -per_token * invstd * d_weight
+        offset = -torch.addcmul(per_token * d_bias, slope, mean)
+        dx = torch.addcmul(offset, kept, slope).addcmul_(dy, scale)
+        return (dx if pad is None else dx.masked_fill_(pad, 0)), None, d_weight, d_bias, None
 
 
 def _row_moments(kept: Tensor, pad: Tensor | None, dims: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
     """Mean and biased variance of each batch row's real tokens, and their count.
 
-    Shapes: ``kept (b, n, g, d)`` (padding zeroed), ``pad (b, n, 1, 1) | None`` -> mean, var
-    ``(b, 1, g | 1, d)`` (reduced over ``dims``), count ``(b, 1, 1, 1)``.
+    Shapes: ``kept (b, n, g, d)`` (padding zeroed), ``pad (b, n, 1, 1) | None`` (True = padded)
+    -> mean, var ``(b, 1, g | 1, d)`` (reduced over ``dims``), count ``(b, 1, 1, 1)``.
     """
     b, n, g, _ = kept.shape
-    per_token = g if len(dims) == 2 else 1  # values per channel in one token
+    per_token = g if len(dims) == 2 else 1  # values of a channel in one token
     if pad is None:
         var_b, mean_b = torch.var_mean(kept, dim=dims, keepdim=True, correction=0)
         return mean_b, var_b, kept.new_full((b, 1, 1, 1), n * per_token)
-    count_b = (~pad).sum(1, keepdim=True, dtype=kept.dtype) * per_token  # b 1 1 1
+    count_b = (n - pad.sum(1, keepdim=True, dtype=kept.dtype)) * per_token  # b 1 1 1
     mean_b = kept.sum(dims, keepdim=True) / count_b.clamp_min(1)
     dev = (kept - mean_b).masked_fill_(pad, 0)
     return mean_b, dev.square_().sum(dims, keepdim=True) / count_b.clamp_min(1), count_b
+
+
+def _pool_rows(mean_b: Tensor, var_b: Tensor, count_b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Pool per-row moments over the rows whose variances are finite (parallel variance formula).
+
+    Shapes: ``mean_b, var_b (b, 1, g | 1, d)``, ``count_b (b, 1, 1, 1)`` -> ``finite (b, 1, 1, 1)``
+    (bool), ``mean, var (k,)`` (``k = g d`` or ``d``), ``count ()``.
+    """
+    finite = var_b.sum(dim=(1, 2, 3), keepdim=True) < math.inf  # nan compares False too
+    count_b = count_b * finite
+    count = count_b.sum()
+    share = (count_b / count.clamp_min(1)).view(1, -1)  # 1 b; rows left out weigh 0
+    mean_b, var_b = mean_b.nan_to_num(0.0, 0.0, 0.0), var_b.nan_to_num(0.0, 0.0, 0.0)  # 0 * nan is nan
+    mean = share @ mean_b.flatten(1)  # 1 k
+    var = share @ (var_b + (mean_b - mean.view(mean_b[:1].shape)).square()).flatten(1)
+    return finite, mean.view(-1), var.view(-1), count
 
 
 class MaskedBatchNorm(nn.Module):
@@ -164,13 +180,13 @@ class MaskedBatchNorm(nn.Module):
         # Training: a batch row (sample) with any NaN/Inf is left out of the statistics and of the
         # running-statistics update, as if it were not in the batch (see RowIsolatedBatchNorm).
         y, mean, var, count = RowIsolatedBatchNorm.apply(
-            xf, mask, self.weight.to(dtype), self.bias.to(dtype), self.eps
+            xf.contiguous(), mask, self.weight.to(dtype), self.bias.to(dtype), self.eps
         )
         with torch.no_grad():  # no finite row: the running statistics stay as they are
             unbiased = var * count / (count - 1).clamp_min(1)
             rate = self.momentum * (count > 0).to(self.running_mean.dtype)
-            self.running_mean.lerp_(mean.to(self.running_mean.dtype), rate)
-            self.running_var.lerp_(unbiased.to(self.running_var.dtype), rate)
+            self.running_mean.lerp_(mean.view(self.running_mean.shape).to(self.running_mean.dtype), rate)
+            self.running_var.lerp_(unbiased.view(self.running_var.shape).to(self.running_var.dtype), rate)
         return y.to(x.dtype)
 
 

@@ -51,18 +51,20 @@ def evaluate_run(
         image_transform=eval_image_transform(config, model),
         fusion=config.eval.fusion,
     )
-    _report(results, output_json, model.alpha if config.eval.fusion else None)
+    _report(results, output_json, bool(config.eval.fusion), model.alpha)
     return results
 
 
-def _report(results: dict, output_json: Path, alpha: float | None) -> None:
-    """Write the JSON and print the table; with ``alpha`` (the model's weight), the fusion table and plot too."""
+def _report(results: dict, output_json: Path, fusion: bool, alpha: float | None = None,
+            combined: float | None = None) -> None:
+    """Write the JSON and print the table; with ``fusion``, the fusion table and plot too, marking the training
+    ``alpha`` and the ``combined`` embedding's weight (see `dalip.eval.fusion.format_fusion`)."""
     save_results(results, output_json)
     print(format_results(results))
     print(f"evaluation written to {output_json}")
-    if alpha is not None:
-        print(format_fusion(results, alpha))
-        plot = plot_fusion(results, output_json.with_name(f"{output_json.stem}_fusion.png"), alpha)
+    if fusion:
+        print(format_fusion(results, alpha, combined=combined))
+        plot = plot_fusion(results, output_json.with_name(f"{output_json.stem}_fusion.png"), alpha, combined=combined)
         print(f"fusion curve plotted to {plot}")
 
 
@@ -80,7 +82,10 @@ def evaluate_export(
     Raises:
         ConfigError: ``fusion`` weights outside [0, 1], or for an export without second-order heads.
     """
-    model = create_model(name)
+    try:
+        model, tokenizer = create_model(name), get_tokenizer(name)
+    except ValueError as err:
+        raise ConfigError(f"--model {name}: {err}") from None
     if fusion is not None:
         try:
             fusion = list(check_fusion_weights(fusion))
@@ -88,8 +93,8 @@ def evaluate_export(
             raise ConfigError(f"--fusion: {err}") from None
         if not model.has_second_order:
             raise ConfigError(f"--fusion needs second-order heads; the export {name} has a first-order embedding only")
-    results = evaluate(model, get_tokenizer(name), zero_shot, batch_size=batch_size, fusion=fusion)
-    _report(results, Path(output), model.alpha if fusion else None)
+    results = evaluate(model, tokenizer, zero_shot, batch_size=batch_size, fusion=fusion)
+    _report(results, Path(output), bool(fusion), combined=model.alpha)  # the training alpha is not stored
     return results
 
 

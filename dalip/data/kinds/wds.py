@@ -213,8 +213,8 @@ class WebDatasetShards(IterableDataset):
         return epoch(reader, readers, position)
 
     def epoch_samples(self, reader: int = 0, readers: int = 1, epoch: int = 0) -> Iterator[Sample | None]:
-        """One epoch of reader ``reader`` of ``readers`` (all shards in shard order with the defaults
-        and ``shuffle_buffer=0``, ``shuffle_shards=False``)."""
+        """One epoch of reader ``reader`` of ``readers``: with the defaults and ``shuffle_buffer=0``,
+        ``shuffle_shards=False``, every sample once in shard order."""
         return (sample for sample, _ in self._epoch_items(reader, readers, epoch_start(epoch, self.resampled)))
 
     def reader_stream(self, reader: int, readers: int, position: Mapping[str, int] | None = None
@@ -236,7 +236,11 @@ class WebDatasetShards(IterableDataset):
         """
         if not 0 <= reader < readers:
             raise ValueError(f"reader must be in [0, {readers}), got {reader}")
-        position = _checked_position(position, self.resampled)
+        if self.resampled:
+            self._epoch_length(readers)
+        return self._endless(reader, readers, _checked_position(position, self.resampled))
+
+    def _endless(self, reader: int, readers: int, position: Position) -> Iterator[tuple[Sample | None, Position]]:
         empty = 0
         while empty < _EMPTY_EPOCHS:
             found = False

@@ -14,6 +14,7 @@ files: seeked over; streams: read and dropped) and never decoded.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
@@ -120,8 +121,9 @@ def check_stream_options(sources: int, upsampling: Sequence[float] | None, resam
         if len(upsampling) != sources:
             raise ValueError(f"upsampling needs one factor per '::'-separated source of train: {sources} sources, "
                              f"got {len(upsampling)} factors {list(upsampling)}")
-        if any(not isinstance(f, (int, float)) or not f >= 0 for f in upsampling) or not sum(upsampling) > 0:
-            raise ValueError(f"upsampling factors must be numbers >= 0, not all 0, got {list(upsampling)}")
+        if not all(isinstance(f, (int, float)) and math.isfinite(f) and f >= 0 for f in upsampling) or not any(
+                upsampling):
+            raise ValueError(f"upsampling factors must be finite numbers >= 0, not all 0, got {list(upsampling)}")
     if resampled and (num_samples is None or not isinstance(num_samples, int) or num_samples < 1):
         raise ValueError(f"resampled: true needs num_samples, the epoch size of the stream (an integer >= 1, "
                          f"open_clip's --train-num-samples), got {num_samples!r}")
