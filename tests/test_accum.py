@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
+from torch.distributed.tensor import DTensor
 
 from dalip.data import Batch
 from dalip.models import get_tokenizer
@@ -30,6 +30,7 @@ from dalip.train import train
 from dalip.train.builders import build_loss, set_train_mode
 from dalip.train.distributed import DistInfo
 from dalip.train.frozen_cache import CachedTowersForward
+from dalip.train.parallel import wrap_model
 from dalip.train.step import merge_outputs, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,8 @@ class GradCapture:
         self.model, self.grads = model, {}
 
     def step(self) -> None:
-        self.grads = {n: p.grad.clone() for n, p in self.model.named_parameters() if p.grad is not None}
+        self.grads = {n: (p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad.clone())
+                      for n, p in self.model.named_parameters() if p.grad is not None}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.model.zero_grad(set_to_none=set_to_none)
@@ -230,7 +232,21 @@ def test_merge_outputs_concatenates_features_and_keeps_one_live_scalar():
 WORLD, K, MICRO = 2, 2, 4  # global batch: 2 ranks x 2 micro-batches x 4 = 16
 
 
-def _ddp_worker(rank: int, init_file: str, results: str) -> None:
+def _step_twice(model: nn.Module, config, dist_info: DistInfo, batches: list[Batch]) -> dict:
+    """Gradients and loss of two `train_step` calls on the same batches (no update in between)."""
+    set_train_mode(model, config)
+    eval_norms(model)
+    net = wrap_model(model, config, dist_info)
+    capture, loss_fn, micro = GradCapture(model), build_loss(config), iter(batches * 2)
+    stats = train_step(net, model, loss_fn, None, micro, capture, NoSchedule(), config, dist_info)
+    first = capture.grads
+    # a second step: the first left no collective unfinished (DDP's reducer: every parameter had its
+    # gradient in the last pass; FSDP2: gradient sync back on)
+    train_step(net, model, loss_fn, None, micro, capture, NoSchedule(), config, dist_info)
+    return {"grads": first, "again": capture.grads, "loss": stats.loss}
+
+
+def _distributed_worker(rank: int, init_file: str, results: str) -> None:
     torch.set_num_threads(1)
     gathered = [*DISTRIBUTION, "loss.options={separate_scales: true, base_options: {gather_with_grad: true}}"]
     torch.manual_seed(0)
@@ -243,32 +259,27 @@ def _ddp_worker(rank: int, init_file: str, results: str) -> None:
                             timeout=datetime.timedelta(seconds=120))
     try:
         rows = slice(rank * K * MICRO, (rank + 1) * K * MICRO)
-        config = tiny_config(gathered, K)
-        set_train_mode(model, config)
-        eval_norms(model)
-        net = DistributedDataParallel(model)
-        capture, loss_fn = GradCapture(model), build_loss(config)
-        batches = iter(split(images[rows], tokens[rows], texts[rows], MICRO) * 2)
-        stats = train_step(net, model, loss_fn, None, batches, capture, NoSchedule(), config, CPU)
-        first = capture.grads
-        # a second step: DDP's reducer finished the first (every parameter had its gradient in the last pass)
-        train_step(net, model, loss_fn, None, batches, capture, NoSchedule(), config, CPU)
+        batches = split(images[rows], tokens[rows], texts[rows], MICRO)
+        dist_info = DistInfo(rank=rank, local_rank=rank, world_size=WORLD, device=torch.device("cpu"))
+        out = {strategy: _step_twice(copy.deepcopy(model), tiny_config(gathered, K, "batch",
+                                     f"distributed.strategy={strategy}"), dist_info, batches)
+               for strategy in ("ddp", "fsdp")}
         if rank == 0:
-            torch.save({"reference": reference, "ref_loss": ref_loss, "grads": first, "again": capture.grads,
-                        "loss": stats.loss}, results)
+            torch.save({"reference": reference, "ref_loss": ref_loss, **out}, results)
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_two_processes_accumulate_the_global_batch(tmp_path):
-    """2 ranks (gloo, DDP) x accum_steps=2 x 4 have the gradients and loss of one process on the 16 samples."""
+    """2 ranks (gloo; DDP and FSDP2) x accum_steps=2 x 4: the gradients and loss of one process on the 16 samples."""
     results = tmp_path / "results.pt"
-    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(results)), nprocs=WORLD, join=True)
+    mp.spawn(_distributed_worker, args=(str(tmp_path / "init"), str(results)), nprocs=WORLD, join=True)
     out = torch.load(results, weights_only=True)
-    assert_same_gradients(out["grads"], out["reference"])
-    assert_same_gradients(out["again"], out["grads"], atol=0, rtol=0)  # no update: the same gradients again
-    torch.testing.assert_close(out["loss"], out["ref_loss"], atol=ATOL, rtol=1e-5)
+    for strategy in ("ddp", "fsdp"):
+        assert_same_gradients(out[strategy]["grads"], out["reference"])
+        assert_same_gradients(out[strategy]["again"], out[strategy]["grads"], atol=0, rtol=0)  # no update
+        torch.testing.assert_close(out[strategy]["loss"], out["ref_loss"], atol=ATOL, rtol=1e-5)
 
 
 # --------------------------------------------------------------- in a run

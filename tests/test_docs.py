@@ -138,3 +138,12 @@ def test_quickstart_table_is_the_recorded_run(page):
     fusion = json.loads((ROOT / "benchmarks" / "results" / "quickstart_cpu_fusion.json").read_text())
     for embedding in rows.values():  # the fusion file is the same checkpoint's evaluation
         assert fusion[embedding] == results[embedding]
+
+
+def test_scale_out_example_config_resolves():
+    """The scale-out tutorial's config (remote resampled shards, accumulation, bf16) is a valid config."""
+    from dalip.runs.config import load_config
+
+    config = load_config(ROOT / "examples" / "scale_out" / "vitb16_shards.yaml")
+    assert (config.model.name, config.optim.accum_steps, config.run.precision) == ("ViT-B-16", 4, "bf16")
+    assert config.data.spec["resampled"] and config.data.spec["train"].startswith("pipe:aws s3 cp")

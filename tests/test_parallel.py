@@ -47,6 +47,7 @@ from dalip.train.parallel import (
     load_optimizer_state,
     model_state,
     optimizer_state,
+    unsharded_model,
     wrap_model,
 )
 
@@ -189,10 +190,10 @@ def _same_steps(config: dict, dist_info: DistInfo, steps: int, result: dict) -> 
     result["model_state_diff"] = _max_diff(state["model"], ddp_state)  # rank 0: DDP broadcasts its buffers
     result["param_state_diff"] = _max_diff(*(_params_only(s, ddp_model) for s in (state["model"], ddp_state)))
     result["optimizer_state_diff"] = _max_diff(state["optimizer"], optimizer_state(ddp_model, ddp_opt))
-    plain = build_model(config["fsdp"], load_weights=False)
-    plain.load_state_dict(state["model"])  # strict: the same keys and shapes
-    build_optimizer(plain, config["fsdp"]).load_state_dict(state["optimizer"])
+    plain = unsharded_model(fsdp_model, config["fsdp"])  # build_model + strict load_state_dict(model_state)
+    build_optimizer(plain, config["fsdp"]).load_state_dict(state["optimizer"])  # a one-process optimizer
     result["one_process_diff"] = _max_diff(_params_only(plain.state_dict(), plain), _params_only(ddp_state, plain))
+    result["one_process_sharded"] = is_sharded(plain)
     result["unsynced_bn_spread"] = _spread_over_ranks(_head_running_stats(fsdp_model))
     return fsdp, state
 
@@ -255,7 +256,7 @@ def _check_same_steps(ranks: list[dict]) -> None:
         torch.testing.assert_close(result["fsdp_losses"], result["ddp_losses"], rtol=TOL, atol=TOL)
         assert result["grad_diff"] < TOL  # every gradient averaged over the ranks (the 0-dim ones too)
         assert result["param_state_diff"] < TOL and result["optimizer_state_diff"] < TOL
-        assert result["one_process_diff"] < TOL
+        assert result["one_process_diff"] < TOL and not result["one_process_sharded"]
         if rank == 0:  # DDP broadcasts rank 0's buffers; FSDP keeps each rank's (rank 0's are saved)
             assert result["model_state_diff"] < TOL
         assert result["unsynced_bn_spread"] > 1e-4  # each rank's own BatchNorm statistics (test below)
