@@ -20,6 +20,12 @@ shapes (N = 196 patch tokens + the guide, C = 768):
   one step minus the memory allocated before it, at ``--cuda-batch`` (256), in
   float32 and under bf16 autocast.
 
+A second section times the train-mode case of a frozen backbone (issue 20, item 10):
+``mbdc_paper`` and the baseline on inputs without gradients, ``x[:, 1:]`` as the tokens and
+``x[:, 0]`` as the guide of one ``(B, 1 + N, C)`` tensor, forward + backward in train mode,
+``--frozen-repeats`` (11) interleaved rounds; ``--frozen-only`` runs that section alone
+(report ``results/mbdc_train_mode_{device}.md``).
+
 With ``--compile`` the main variants include ``mbdc_paper+compile``: the same pooler
 under ``torch.compile`` (compiled during the warm-up steps, which the times leave out).
 
@@ -29,6 +35,7 @@ Writes a markdown report per device (``--out``, default
     python benchmarks/compare_mbdc.py              # CPU (+ CUDA if present)
     python benchmarks/compare_mbdc.py --repeats 21 --no-memory
     python benchmarks/compare_mbdc.py --device cuda --compile --out results/pooling_{device}_compile.md
+    python benchmarks/compare_mbdc.py --frozen-only --device cpu    # inputs without gradients only
 """
 
 from __future__ import annotations
@@ -74,6 +81,44 @@ def time_variants(variants, repeats: int, warmup: int, device: str, autocast: to
             if i >= warmup:
                 times[v.name].append(time.perf_counter() - t0)
     return times
+
+
+# ----------------------------------------------------------------------------- frozen inputs
+#: the variants of the frozen-input section: dalip's head against the published formulation
+FROZEN_VARIANTS = ("mbdc_paper", "baseline")
+
+
+def frozen_variants(batch: int, device: str) -> list[C.Variant]:
+    """The train-mode variants on inputs without gradients, as a frozen backbone hands them over.
+
+    One ``(B, 1 + N, C)`` tensor: ``x[:, 1:]`` are the tokens (a strided view, not a copy) and
+    ``x[:, 0]`` the guide; nothing upstream needs a gradient, so only the heads' parameters get one.
+    """
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 197, C.DIM, generator=gen).to(device)
+    built = (C.build_variant(name, x[:, 1:], x[:, 0]) for name in FROZEN_VARIANTS)
+    return [C.Variant(v.name, v.module, v.run) for v in built]  # no input grads to reset
+
+
+def frozen_section(device: str, batch: int, args) -> list[str]:
+    """Markdown lines: time and ops of the frozen-input variants, and the speedup with its goal."""
+    variants = frozen_variants(batch, device)
+    ops = {v.name: v.count_ops() for v in variants}
+    print(f"[{device}] frozen inputs: {args.frozen_repeats} interleaved rounds ...", file=sys.stderr)
+    times = time_variants(variants, args.frozen_repeats, args.warmup, device)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    speedup, goal = med["baseline"] / med["mbdc_paper"], GOALS[device]["speedup"]
+    by_min = min(times["baseline"]) / min(times["mbdc_paper"])
+    return [
+        f"### {device}, B={batch}, train mode, inputs without gradients (`x[:, 1:]` tokens, `x[:, 0]` guide)",
+        "",
+        *table(FROZEN_VARIANTS, times, None, None, ops),
+        "",
+        (f"- speedup = baseline / mbdc_paper: **{speedup:.2f}** (goal >= {goal}:"
+         f" {'met' if speedup >= goal else 'MISSED'}); by minima {by_min:.2f}"),
+        f"- medians over {args.frozen_repeats} interleaved rounds after {args.warmup} warm-up",
+        "",
+    ]
 
 
 # ----------------------------------------------------------------------------- memory
@@ -282,7 +327,11 @@ def main(argv=None) -> None:
                     help="peak memory of every variant (all) or of the MBDC variants only (main)")
     ap.add_argument("--compile", action="store_true",
                     help=f"also time mbdc_paper under torch.compile (mbdc_paper{C.COMPILED}; compiled during warm-up)")
-    ap.add_argument("--out", default=os.path.join(C.RESULTS, "pooling_{device}.md"),
+    ap.add_argument("--frozen-repeats", type=int, default=11,
+                    help="interleaved rounds of the frozen-input (no input gradient) section (default 11)")
+    ap.add_argument("--frozen-only", action="store_true",
+                    help="only the frozen-input section (default report results/mbdc_train_mode_{device}.md)")
+    ap.add_argument("--out", default=None,
                     help="report file; {device} becomes cpu or cuda (default results/pooling_{device}.md)")
     ap.add_argument("--memory-worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -291,10 +340,18 @@ def main(argv=None) -> None:
         return
     devices = ["cpu"] if args.device == "cpu" else ["cuda"] if args.device == "cuda" else (
         ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    report = "mbdc_train_mode_{device}.md" if args.frozen_only else "pooling_{device}.md"
+    out = args.out or os.path.join(C.RESULTS, report)
     for device in devices:
-        lines = header(device, args) + run_device(device, args)
+        batch = args.batch if device == "cpu" else args.cuda_batch
+        if args.frozen_only:
+            lines = [f"# mbdc_paper vs baseline, train mode, inputs without gradients ({device})", "",
+                     *C.machine_lines(device), ""]
+        else:
+            lines = header(device, args) + run_device(device, args)
+        lines += frozen_section(device, batch, args)
         lines.append(f"- load average at end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        C.write_report("\n".join(lines) + "\n", args.out.format(device=device))
+        C.write_report("\n".join(lines) + "\n", out.format(device=device))
 
 
 if __name__ == "__main__":

@@ -109,9 +109,16 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
 
 
 def assert_same_gradients(actual: dict, expected: dict, atol: float = ATOL, rtol: float = 1e-4) -> None:
+    """Equal gradients, to ``atol`` times the tensor's largest entry (at least 1) plus ``rtol`` of each value.
+
+    fp32 sums in another order (micro-batches, ranks) differ by a few ulps of the tensor's large
+    entries, so the absolute tolerance of a tensor scales with them.
+    """
     assert actual.keys() == expected.keys()
     for name, value in expected.items():
-        torch.testing.assert_close(actual[name], value, atol=atol, rtol=rtol, msg=lambda m, n=name: f"{n}: {m}")
+        scale = max(1.0, value.abs().max().item())
+        torch.testing.assert_close(actual[name], value, atol=atol * scale, rtol=rtol,
+                                   msg=lambda m, n=name: f"{n}: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -248,7 +255,8 @@ def _step_twice(model: nn.Module, config, dist_info: DistInfo, batches: list[Bat
 
 def _distributed_worker(rank: int, init_file: str, results: str) -> None:
     torch.set_num_threads(1)
-    gathered = [*DISTRIBUTION, "loss.options={separate_scales: true, base_options: {gather_with_grad: true}}"]
+    gathered = [*DISTRIBUTION, "loss.options={separate_scales: true, base_options: {gather_with_grad: true}}",
+                "model.channels_last=false"]  # FSDP2 shards contiguous weights only
     torch.manual_seed(0)
     model = build_model(tiny_config(gathered))
     images, tokens, texts = samples(WORLD * K * MICRO)

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 import dalip
+import dalip.models.hub
 from dalip.models.export import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
 
 TINY = "dalip-test-tiny"
@@ -52,6 +53,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 
     monkeypatch.setattr(open_clip.factory, "download_pretrained", download_pretrained)
     monkeypatch.setattr(open_clip.factory, "download_pretrained_from_hf", download_pretrained_from_hf)
+    monkeypatch.setattr(dalip.models.hub, "hub_unreachable", lambda *a, **k: None)  # the hub above answers
     return {"weights": weights, "file": weights_file, "repo": repo, "calls": calls}
 
 

@@ -461,6 +461,11 @@ def test_eval_fusion_curve_from_the_cli(straight_run, tmp_path, capsys):
     chosen = tmp_path / "chosen.json"  # a weight picked off the curve becomes the combined embedding
     assert main(["eval", "--checkpoint", checkpoint, "--output", str(chosen), "model.alpha=0.25"]) == 0
     assert json.loads(chosen.read_text())["combined"] == results["fusion@0.25"]
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", checkpoint, "--output", str(tmp_path / "at08.json"), "model.alpha=0.8",
+                 "--fusion", "0.5", "0.8"]) == 0  # issue 21, case 10: the run trained at 0.5, not 0.8
+    table = capsys.readouterr().out
+    assert "| 0.5 (train alpha) |" in table and "| 0.8 (combined) |" in table
     assert main(["eval", "--checkpoint", checkpoint, "--output", str(out), "--fusion", "2"]) == 2
     assert "eval.fusion: fusion weights must be numbers in [0, 1], got 2.0" in capsys.readouterr().err
     assert main(["eval", "--model", "x", "--zero-shot", "d", "--output", str(out), "--fusion", "0.5"]) == 2

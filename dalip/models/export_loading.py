@@ -101,8 +101,8 @@ def local_model_config(folder: str | Path, model_cfg: dict[str, Any]) -> dict[st
 
     ``text_cfg.hf_model_name`` becomes ``folder/text_tower`` (built from that ``config.json``,
     without pretrained weights) and ``hf_tokenizer_name`` the folder when it holds the
-    tokenizer's files; what the folder lacks keeps its stored name. As ``text_cfg=`` of
-    ``open_clip.create_model_and_transforms("local-dir:DIR", text_cfg=...)`` it makes plain
+    tokenizer's files; what the folder lacks keeps its stored name. Its ``text_cfg`` given to
+    ``open_clip.create_model_and_transforms("local-dir:DIR", text_cfg=...)`` makes plain
     open_clip load the export with no hub access (open_clip resolves ``hf_model_name`` against
     the working directory, not the export folder).
     """

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dalip.pooling.functional import autocast_off
+
 __all__ = [
     "GroupNormLayer", "MaskedBatchNorm", "NormKind", "ReLUDropout", "RowIsolatedBatchNorm", "TokenReduction",
     "project_tokens",
@@ -84,7 +86,7 @@ class RowIsolatedBatchNorm(torch.autograd.Function):
         return y.view(x.shape), mean, var, count
 
     @staticmethod
-    def backward(ctx, dy: Tensor | None, *_) -> tuple[Tensor | None, None, Tensor | None, Tensor | None, None]:
+    def backward(ctx, dy: Tensor | None, *_) -> tuple[Tensor | None, ...]:
         if dy is None:
             return None, None, None, None, None
         kept, pad, finite, count, mean, var, weight = ctx.saved_tensors
@@ -142,10 +144,11 @@ def _pool_rows(mean_b: Tensor, var_b: Tensor, count_b: Tensor) -> tuple[Tensor, 
 class MaskedBatchNorm(nn.Module):
     """BatchNorm over every real token of the batch; padded tokens do not count.
 
-    Without a mask this is exactly ``F.batch_norm`` over the ``(b n, g d)`` rows
-    (one fused kernel). With a mask the statistics use the real tokens only, so
-    padding cannot change the result, and the running statistics are updated
-    without a host synchronisation.
+    In eval mode this is exactly ``F.batch_norm`` over the ``(b n, g d)`` rows with the
+    running statistics (one fused kernel). In training the statistics use the real tokens
+    of the batch rows whose values are all finite (`RowIsolatedBatchNorm`): padding cannot
+    change the result, a row holding NaN/Inf cannot reach the other rows or the running
+    statistics, and the running statistics are updated without a host synchronisation.
 
     Args:
         num_features: channel count ``d``.
@@ -179,9 +182,10 @@ class MaskedBatchNorm(nn.Module):
             return out.view(x.shape).to(x.dtype)
         # Training: a batch row (sample) with any NaN/Inf is left out of the statistics and of the
         # running-statistics update, as if it were not in the batch (see RowIsolatedBatchNorm).
-        y, mean, var, count = RowIsolatedBatchNorm.apply(
-            xf.contiguous(), mask, self.weight.to(dtype), self.bias.to(dtype), self.eps
-        )
+        with autocast_off(x.device.type):  # its small products pool statistics: never in bf16 / fp16
+            y, mean, var, count = RowIsolatedBatchNorm.apply(
+                xf.contiguous(), mask, self.weight.to(dtype), self.bias.to(dtype), self.eps
+            )
         with torch.no_grad():  # no finite row: the running statistics stay as they are
             unbiased = var * count / (count - 1).clamp_min(1)
             rate = self.momentum * (count > 0).to(self.running_mean.dtype)

@@ -51,7 +51,8 @@ def evaluate_run(
         image_transform=eval_image_transform(config, model),
         fusion=config.eval.fusion,
     )
-    _report(results, output_json, bool(config.eval.fusion), model.alpha)
+    trained = getattr(model, "train_alpha", model.alpha)  # a run's checkpoint evaluated at another model.alpha
+    _report(results, output_json, bool(config.eval.fusion), trained, combined=model.alpha)
     return results
 
 

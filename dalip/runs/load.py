@@ -47,6 +47,7 @@ def load_run(checkpoint_path: str | Path, overrides: list[str] | None = None) ->
     embedding, also on a run that learned its alpha (``model.alpha_learnable``): the
     weight chosen from a fusion curve replaces the learned one, without retraining.
     ``model.alpha_learnable=false`` alone keeps the learned weight as a fixed one.
+    ``model.train_alpha`` is the weight the run trained at (reports mark it apart from ``model.alpha``).
 
     Args:
         checkpoint_path: a ``checkpoint.pt`` written by ``dalip train``.
@@ -64,6 +65,9 @@ def load_run(checkpoint_path: str | Path, overrides: list[str] | None = None) ->
     weights = dict(state["model"])
     learned = weights.pop("alpha_logit", None) if model.alpha_logit is None else None  # alpha_learnable=false given
     model.load_state_dict(weights)
+    stored_logit = state["model"].get("alpha_logit")
+    model.train_alpha = (torch.sigmoid(stored_logit.double()).item() if stored_logit is not None  # what it trained at
+                         else float(state.get("config", {}).get("model", {}).get("alpha", config.model.alpha)))
     if "alpha" in parse_overrides(overrides or []).get("model", {}):
         model.alpha = config.model.alpha  # the chosen weight, also over a learned one
     elif learned is not None:

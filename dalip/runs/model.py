@@ -90,6 +90,7 @@ def _create_model(config: TrainConfig, load_weights: bool) -> DALIPModel:
         pretrained=m.pretrained if load_weights else None,
         pretrained_towers=load_weights,
         pretrained_strict=m.pretrained_strict,
+        init_seed=None,  # a run seeds its model from run.seed (the trainer sets it before building)
         **m.heads.as_kwargs(),
         **m.open_clip,
     )
