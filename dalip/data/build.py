@@ -93,7 +93,7 @@ def build_train_dataset(spec: DatasetSpec) -> Dataset | IterableDataset:
     """
     if spec.domain_fraction is not None and not spec.mix_with:
         with reading("data.spec"):
-            domain, general = spec.mix_sources()  # a kind's own two sources (Twemoji's subsets)
+            domain, general = spec.mix_sources()  # a kind's own two sources
     else:
         with reading("data.spec.train" if getattr(spec, "train", None) else "data.spec"):
             domain = spec.source()

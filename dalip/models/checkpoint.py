@@ -52,9 +52,9 @@ def _unreadable(path: Path, err: Exception) -> CorruptCheckpointError:
         found = re.search(r"GLOBAL (\S+)", str(err))
         objects = f" ({found.group(1)})" if found else ""
         return CorruptCheckpointError(
-            f"{path} holds Python objects{objects} besides tensors, and dalip never unpickles objects (that can "
-            "run code): give a file of tensors only, saved with torch.save(model.state_dict(), path) or as "
-            ".safetensors"
+            f"{path} holds Python objects{objects} besides tensors, and dalip reads checkpoints weights-only, never "
+            "unpickling objects (that can run code): give a file of tensors only, saved with "
+            "torch.save(model.state_dict(), path) or as .safetensors"
         )
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return CorruptCheckpointError(f"{path} is not a checkpoint (neither a torch.save file of tensors nor "

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from dalip.errors import NonFiniteLossError, RunFolderError
@@ -40,6 +38,13 @@ from dalip.train.builders import build_loss, build_optimizer, build_scheduler, s
 from dalip.train.distributed import DistInfo, init_distributed
 from dalip.train.frozen_cache import CachedTowersForward, FrozenCachePool, FrozenTowerCache
 from dalip.train.metrics_log import METRICS, MetricsLog, read_metrics
+from dalip.train.parallel import (
+    load_optimizer_state,
+    model_state,
+    optimizer_state,
+    unsharded_model,
+    wrap_model,
+)
 from dalip.train.plots import plot_run
 from dalip.train.step import StepStats, train_step
 
@@ -61,11 +66,11 @@ def _divergence(diverged: torch.Tensor) -> NonFiniteLossError | None:
                               f"or evaluating it, and the checkpoints written before are kept: {_ADVICE}")
 
 
-def _check_finite_weights(model: nn.Module, step: int) -> None:
+def _check_finite_weights(state: dict, step: int) -> None:
     """Raise `NonFiniteLossError` when a parameter or buffer holds NaN/Inf (one host read, before a save)."""
-    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    tensors = [t for t in state.values() if t.is_floating_point()]
     if tensors and not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
-        bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+        bad = [name for name, t in state.items() if t.is_floating_point() and not t.isfinite().all()]
         raise NonFiniteLossError(f"non-finite weights after step {step} ({', '.join(bad[:3])}"
                                  f"{', ...' if len(bad) > 3 else ''}); not saved, the checkpoints written "
                                  f"before are kept: {_ADVICE}")
@@ -127,41 +132,43 @@ class Trainer:
     def __init__(self, config: TrainConfig, output: Path, resume: bool,
                  frozen_caches: FrozenCachePool | None = None) -> None:
         self.config, self.output = config, output
-        self.dist = init_distributed()
+        self.dist = init_distributed(config.distributed.backend)
         output.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config.run.seed)
         self.model = build_model(config).to(self.dist.device)
         self.tokenizer = get_tokenizer(config.model.name)
         self.loss_fn = build_loss(config)
-        self.optimizer = build_optimizer(self.model, config)
-        self.scheduler = build_scheduler(self.optimizer, config)
         self.data: RunData = build_data(config, self.dist, self.model, keyed=config.model.cache_frozen,
                                         tokenizer=self.tokenizer)
         self.step, self.metrics = 0, []
-        if resume:
-            self._resume()
+        state = self._resume() if resume else None
         self.first_step = self.step  # a failure before this call's first step leaves no run behind
         self.frozen = self._build_frozen_cache(frozen_caches) if config.model.cache_frozen else None
         self.micro_batches: TrainBatches = self.data.train  # exactly data.batch_size readable samples each
         self.log = self._open_log() if self.dist.is_main else None
-        self.net = self._wrap(self.model if self.frozen is None else CachedTowersForward(self.model))
+        self.net = wrap_model(self.model if self.frozen is None else CachedTowersForward(self.model), config, self.dist)
+        self.optimizer = build_optimizer(self.model, config)  # after wrap_model: FSDP replaces the parameters
+        self.scheduler = build_scheduler(self.optimizer, config)
+        if state is not None:
+            load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
 
     # ------------------------------------------------------------------ set-up
-    def _resume(self) -> None:
+    def _resume(self) -> dict | None:
         """Restore the newest intact checkpoint (corrupt ones were set aside) and the data position."""
         found = list_checkpoints(self.output)
         if not found:
-            return
+            return None
         state = load_training_checkpoint(found[0])
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
-        restore_rng(state["rng"])
+        rng = state["rng"]  # per rank; older checkpoints hold rank 0's only
+        restore_rng(rng[self.dist.rank % len(rng)] if isinstance(rng, list) else rng)
         self.metrics = read_metrics(self.output / METRICS, self.step)
         if self.dist.is_main:
             print(f"resumed from {found[0]} at step {self.step}/{self.config.optim.steps}")
         self.data.train.load_state_dict(data_position(state, self.dist.rank, self.config))
+        return state
 
     def _build_frozen_cache(self, pool: FrozenCachePool | None) -> FrozenTowerCache:
         """``model.cache_frozen``: both frozen towers over every training sample, once (after a resume's weights).
@@ -182,35 +189,30 @@ class Trainer:
                  "config": config_to_dict(config)} if config.run.wandb else None
         return MetricsLog(self.output, self.metrics, config.run.tensorboard, wandb)
 
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        """DistributedDataParallel over several processes, then ``torch.compile`` when asked for."""
-        net: nn.Module = model
-        if self.dist.world_size > 1:
-            device_ids = [self.dist.device] if self.dist.device.type == "cuda" else None
-            net = DistributedDataParallel(model, device_ids=device_ids)
-        return torch.compile(net) if self.config.model.compile else net
-
     # ---------------------------------------------------------------- per step
     def save_checkpoint(self) -> None:
         """Checkpoint the run (never a diverged model; only the main process writes)."""
-        _check_finite_weights(self.model, self.step)  # every rank (same weights)
+        model, optimizer = model_state(self.model), optimizer_state(self.model, self.optimizer)  # every rank
+        _check_finite_weights(model, self.step)  # every rank (same weights)
         data = all_ranks(self.micro_batches.state_dict())  # each rank's own data position
+        rng = all_ranks(capture_rng())
         if self.dist.is_main:
             state = {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "model": model,
+                "optimizer": optimizer,
                 "scheduler": self.scheduler.state_dict(),
                 "step": self.step,
                 "data": data,  # per rank: where its next batch starts (`TrainBatches.state_dict`)
-                "rng": capture_rng(),
+                "rng": rng,  # per rank (each draws its own dropout)
                 "config": config_to_dict(self.config),
             }
             save_training_checkpoint(state, self.output, self.config.run.keep_checkpoints)
 
     def evaluate(self) -> None:
         """The ``eval.every`` evaluation into ``eval_step<N>.json`` and the loggers (main process; the others wait)."""
+        model = unsharded_model(self.model, self.config)  # every rank
         if self.dist.is_main:
-            results = evaluate_run(self.model, self.tokenizer, self.data.eval_sets, self.config,
+            results = evaluate_run(model, self.tokenizer, self.data.eval_sets, self.config,
                                    self.output / f"eval_step{self.step}.json")
             self.log.write_eval(self.step, results)
         if torch.distributed.is_initialized():
@@ -262,8 +264,9 @@ class Trainer:
                 print(f"{where}replaced {skipped} unreadable samples in this call (the first are named in the "
                       "warnings above; metrics.jsonl counts every rank)")
             results: dict = {}
+            model = unsharded_model(self.model, self.config) if self.step == steps else None  # every rank
             if self.step == steps and self.dist.is_main:
-                results = finish_run(self.model, self.tokenizer, self.data, self.config, self.output, self.metrics)
+                results = finish_run(model, self.tokenizer, self.data, self.config, self.output, self.metrics)
                 self.log.write_eval(self.step, results)
         finally:
             bar.close()
@@ -329,7 +332,7 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
             process writes it, or ``resume`` asks for changed settings (all listed).
         CorruptCheckpointError: ``resume`` found checkpoints, none of them intact.
     """
-    dist_info = init_distributed()
+    dist_info = init_distributed(config.distributed.backend)
     output = Path(output)
     lock, error, created = RunLock(output), None, not output.exists()
     if dist_info.is_main:

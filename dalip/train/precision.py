@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
 from dalip.runs.config import TrainConfig
 
@@ -42,10 +44,14 @@ def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractCo
 def build_scaler(config: TrainConfig, device: torch.device) -> torch.amp.GradScaler | None:
     """A loss scaler for ``run.precision=fp16`` (fp16 gradients underflow without it), else None.
 
+    Under ``distributed.strategy=fsdp`` (a process group running) it is FSDP's ``ShardedGradScaler``,
+    which agrees over the ranks on whether a gradient overflowed (each rank holds only its shards).
     Its ``state_dict()`` belongs in the training checkpoint (the scale it has grown or backed off to).
     """
     if resolve_precision(config, device) != "fp16":
         return None
+    if config.distributed.strategy == "fsdp" and dist.is_available() and dist.is_initialized():
+        return ShardedGradScaler(device.type)
     return torch.amp.GradScaler(device.type)
 
 

@@ -209,9 +209,9 @@ def _whole_batch_passes(net: nn.Module, model: nn.Module, loss_fn: nn.Module, in
 def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, config: TrainConfig,
                     scaler: torch.amp.GradScaler | None) -> None:
     """Clip (after unscaling fp16 gradients), step (the scaler skips a step with non-finite gradients), schedule."""
+    if scaler is not None:  # always: FSDP's scaler agrees over the ranks on an overflow here
+        scaler.unscale_(optimizer)
     if config.optim.grad_clip:
-        if scaler is not None:
-            scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
     if scaler is not None:
         scaler.step(optimizer)
