@@ -42,7 +42,7 @@ def main() -> None:
     ])
     train(domain, output / "domain", resume=True)
     paths = interpolate_and_evaluate(output / "general" / "checkpoint.pt", output / "domain" / "checkpoint.pt",
-                                     ratios, output / "interpolation")
+                                     ratios, output / "interpolation", overwrite=True)
     print(paths[0].read_text())
 
 

@@ -27,10 +27,11 @@ from dalip.pooling import MaskedBatchNorm
 from dalip.runs.config import load_config
 from dalip.runs.model import build_model
 from dalip.train import train
-from dalip.train.builders import build_loss, set_train_mode
+from dalip.train.builders import build_loss, build_optimizer, set_train_mode
 from dalip.train.distributed import DistInfo
 from dalip.train.frozen_cache import CachedTowersForward
 from dalip.train.parallel import wrap_model
+from dalip.train.precision import build_scaler
 from dalip.train.step import merge_outputs, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,6 +254,19 @@ def _step_twice(model: nn.Module, config, dist_info: DistInfo, batches: list[Bat
     return {"grads": first, "again": capture.grads, "loss": stats.loss}
 
 
+FSDP_FP16 = ["distributed.strategy=fsdp", "run.precision=fp16", "optim.grad_clip=1.0"]
+
+
+def _fsdp_fp16_step(model: nn.Module, config, dist_info: DistInfo, batches: list[Batch]) -> dict:
+    """One real fp16 step under FSDP2 (AdamW, FSDP's gradient scaler, clipping)."""
+    set_train_mode(model, config)
+    net = wrap_model(model, config, dist_info)
+    optimizer, scaler = build_optimizer(model, config), build_scaler(config, dist_info.device)
+    stats = train_step(net, model, build_loss(config), None, iter(batches), optimizer, NoSchedule(), config,
+                       dist_info, scaler=scaler)
+    return {"loss": stats.loss, "scaler": type(scaler).__name__, "scale": scaler.get_scale()}
+
+
 def _distributed_worker(rank: int, init_file: str, results: str) -> None:
     torch.set_num_threads(1)
     gathered = [*DISTRIBUTION, "loss.options={separate_scales: true, base_options: {gather_with_grad: true}}",
@@ -272,6 +286,8 @@ def _distributed_worker(rank: int, init_file: str, results: str) -> None:
         out = {strategy: _step_twice(copy.deepcopy(model), tiny_config(gathered, K, "batch",
                                      f"distributed.strategy={strategy}"), dist_info, batches)
                for strategy in ("ddp", "fsdp")}
+        out["fp16"] = _fsdp_fp16_step(copy.deepcopy(model), tiny_config(gathered, K, "batch", *FSDP_FP16),
+                                      dist_info, batches)
         if rank == 0:
             torch.save({"reference": reference, "ref_loss": ref_loss, **out}, results)
     finally:
@@ -280,7 +296,8 @@ def _distributed_worker(rank: int, init_file: str, results: str) -> None:
 
 @pytest.mark.slow
 def test_two_processes_accumulate_the_global_batch(tmp_path):
-    """2 ranks (gloo; DDP and FSDP2) x accum_steps=2 x 4: the gradients and loss of one process on the 16 samples."""
+    """2 ranks (gloo; DDP and FSDP2) x accum_steps=2 x 4: the gradients and loss of one process on the 16 samples;
+    an fp16 step under FSDP2 runs with FSDP's gradient scaler."""
     results = tmp_path / "results.pt"
     mp.spawn(_distributed_worker, args=(str(tmp_path / "init"), str(results)), nprocs=WORLD, join=True)
     out = torch.load(results, weights_only=True)
@@ -288,6 +305,7 @@ def test_two_processes_accumulate_the_global_batch(tmp_path):
         assert_same_gradients(out[strategy]["grads"], out["reference"])
         assert_same_gradients(out[strategy]["again"], out[strategy]["grads"], atol=0, rtol=0)  # no update
         torch.testing.assert_close(out[strategy]["loss"], out["ref_loss"], atol=ATOL, rtol=1e-5)
+    assert out["fp16"]["scaler"] == "ShardedGradScaler" and torch.isfinite(out["fp16"]["loss"])
 
 
 # --------------------------------------------------------------- in a run

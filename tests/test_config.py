@@ -14,7 +14,8 @@ def test_quickstart_ships_and_loads():
 
 
 def test_overrides_are_parsed_as_yaml():
-    config = load_config("quickstart", ["optim.lr=3e-4", "model.second_order=null", "model.second_options={heads: 2}",
+    config = load_config("quickstart", ["optim.lr=3e-4", "model.second_order=null", "loss.name=clip",
+                                        "model.second_options={heads: 2}",
                                         "run.seed=7", "optim.grad_clip=null"])
     assert config.optim.lr == 3e-4 and config.model.second_order is None and config.run.seed == 7
     assert config.model.second_options == {"heads": 2}  # replaced, not merged
@@ -33,7 +34,7 @@ def test_overrides_are_parsed_as_yaml():
         ("model.alpha_learnable=true & loss.name=clip", "trained by the 'distribution' loss"),
         ("model.alpha_learnable=true & loss.options={alpha: 0.5}", "remove loss.options.alpha"),
         ("eval.fusion=[0, 2]", r"eval.fusion: fusion weights must be numbers in \[0, 1\]"),
-        ("eval.fusion=[0.5] & model.second_order=null", "fusion curves need second-order heads"),
+        ("eval.fusion=[0.5] & model.second_order=null & loss.name=clip", "fusion curves need second-order heads"),
         ("model.second_order=mdbc", "unknown pooler 'mdbc'; known: bdc, cls"),
         ("loss.name=clipp", "unknown loss 'clipp'"),
         ("model.name=ViT-Z", "unknown model 'ViT-Z'"),
@@ -102,8 +103,9 @@ def test_bad_values_are_config_errors(override, message):
 
 def test_second_order_embeddings_need_a_second_order_head():
     with pytest.raises(ConfigError, match="eval.embeddings: combined need a second-order head"):
-        load_config("quickstart", ["model.second_order=null", "eval.embeddings=[first, combined]"])
-    assert load_config("quickstart", ["model.second_order=null", "eval.embeddings=[first]"]).eval.embeddings == ["first"]
+        load_config("quickstart", ["model.second_order=null", "loss.name=clip", "eval.embeddings=[first, combined]"])
+    assert load_config("quickstart", ["model.second_order=null", "loss.name=clip",
+                                      "eval.embeddings=[first]"]).eval.embeddings == ["first"]
 
 
 def test_changing_the_pooler_names_the_options_it_does_not_take():

@@ -222,16 +222,18 @@ def test_unreadable_batches(tmp_path):
     import torch
 
     from dalip.data import collate
-    from dalip.train.loop import MAX_EMPTY_BATCHES, MicroBatches
+    from dalip.train.batches import MAX_BAD_BATCHES, TrainBatches
+    from dalip.train.distributed import DistInfo
 
-    class Batches:  # micro-batches 1 and 2 have no readable sample
-        def get(self, k):
-            return collate([None] * 4 if k in (1, 2) else [(torch.zeros(3, 8, 8), f"caption {k}"), None])
+    class Samples(torch.utils.data.Dataset):  # only indices 0 and 11 are readable
+        def __len__(self):
+            return 12
 
-    micro = MicroBatches(Batches(), 0)
-    first, second = next(micro), next(micro)
-    assert first.texts == ["caption 0"] and first.skipped == 1
-    assert second.texts == ["caption 3"] and second.skipped == 4 + 4 + 1 and micro.micro == 4  # resumes here
+        def __getitem__(self, index):
+            return (torch.zeros(3, 8, 8), f"caption {index}") if index in (0, 11) else None
+
+    batch = next(TrainBatches(Samples(), collate, 2, 0, 0, DistInfo(0, 0, 1, torch.device("cpu"))))
+    assert sorted(batch.texts) == ["caption 0", "caption 11"] and batch.skipped == 10  # replaced, counted
 
     rows = "filepath,title\n" + "".join(f"gone{i}.png,caption {i}\n" for i in range(16))
     (tmp_path / "bad.csv").write_text(rows)
@@ -243,8 +245,8 @@ def test_unreadable_batches(tmp_path):
     )
     assert done.returncode == 2, done.stderr[-2000:]
     (line,) = [x for x in done.stderr.splitlines() if x.startswith("dalip train: error: ")]  # beside logs, tqdm
-    assert line.startswith("dalip train: error: data: no readable sample in the last "
-                           f"{MAX_EMPTY_BATCHES} batches") and "first bad files: " in line and "gone" in line
+    assert line.startswith(f"dalip train: error: data: no readable sample in {MAX_BAD_BATCHES * 8} consecutive "
+                           "samples") and "first bad files: " in line and "gone" in line
     assert "Traceback" not in done.stderr
 
 
@@ -449,7 +451,7 @@ def test_every_command_ends_bad_input_with_one_line(tmp_path, capsys):
 def test_a_failure_before_the_first_step_leaves_no_run_behind(tmp_path, monkeypatch, capsys, existed):
     """Anything failing between claiming the folder and the first step (data, model, cache) leaves the folder as it
     was, so the same command can simply be run again (issue 21)."""
-    import dalip.train.loop as loop
+    from dalip.train import loop
 
     run = tmp_path / "run"
     if existed:
@@ -463,8 +465,8 @@ def test_a_failure_before_the_first_step_leaves_no_run_behind(tmp_path, monkeypa
 
     monkeypatch.setattr(loop, "build_data", broken_data)
     assert main(["train", "--config", TINY, "--output", str(run), "optim.steps=1"]) == 2
-    err = capsys.readouterr().err
-    assert "no column 'title'" in err and "left as it was" in err
+    captured = capsys.readouterr()
+    assert "no column 'title'" in captured.err and "left as it was" in captured.out
     assert (sorted(p.name for p in run.iterdir()) == ["notes.txt"]) if existed else not run.exists()
     monkeypatch.undo()
     assert main(["train", "--config", TINY, "--output", str(run), "optim.steps=1", "eval.embeddings=[first]",

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
 from dalip.data import Batch
 from dalip.models import get_tokenizer
@@ -130,3 +132,15 @@ def test_fp16_step_with_overflowing_gradients_is_skipped_and_the_scale_backs_off
     assert torch.isfinite(stats.loss)  # the loss itself is fine; its scaled gradients are not
     assert run.changed() == []  # no parameter moved (the optimizer step was skipped)
     assert run.scaler.get_scale() == 2.0**119
+
+
+def test_fsdp_runs_get_the_scaler_that_agrees_over_the_ranks(tmp_path):
+    """FSDP ranks hold different gradient shards: ``ShardedGradScaler`` all-reduces the overflow flag."""
+    config = config_for("fp16", "distributed.strategy=fsdp")
+    assert type(build_scaler(config, CPU)) is torch.amp.GradScaler  # no process group: one process
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        assert isinstance(build_scaler(config, CPU), ShardedGradScaler)
+        assert type(build_scaler(config_for("fp16"), CPU)) is torch.amp.GradScaler  # ddp
+    finally:
+        dist.destroy_process_group()

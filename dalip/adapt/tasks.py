@@ -81,9 +81,10 @@ def csv_task(
             image path sends ``test_fraction`` of every class's rows to the test side.
         image_size: images are resized to this square size and held as uint8.
     """
-    rows = read_caption_csv(path, img_key, label_key, separator)
+    flags = ("--csv-img-key", "--csv-label-key", "--csv-separator")  # the adapt command's own names for them
+    rows = read_caption_csv(path, img_key, label_key, separator, settings=flags)
     if test_path is not None:
-        pool_rows, test_rows = rows, read_caption_csv(test_path, img_key, label_key, separator)
+        pool_rows, test_rows = rows, read_caption_csv(test_path, img_key, label_key, separator, settings=flags)
     else:
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")

@@ -56,7 +56,7 @@ class RowIsolatedBatchNorm(torch.autograd.Function):
 
     ``y = (x - mean) * rsqrt(var + eps) * weight + bias`` for every token, with ``mean`` and
     ``var`` over the real tokens of the rows whose values are all finite. Each row's moments
-    come from one fused ``var_mean`` pass; a NaN/Inf anywhere in a row makes its variance
+    come from two reductions over its tokens; a NaN/Inf anywhere in a row makes its variance
     non-finite, so the rows to leave out are read from that small result on the device (no host
     sync, no ``isfinite`` pass over the tokens) and the rows are pooled by the parallel variance
     formula. The normalisation and the parameter gradients are ATen's fused BatchNorm kernels
@@ -91,8 +91,9 @@ class RowIsolatedBatchNorm(torch.autograd.Function):
             return None, None, None, None, None
         kept, pad, finite, count, mean, var, weight = ctx.saved_tensors
         k = weight.numel()
+        dy = dy.contiguous()  # BDC's channel-major layout arrives here: one copy, read three times
         _, d_weight, d_bias = torch.ops.aten.native_batch_norm_backward(
-            dy.reshape(-1, k), kept.view(-1, k), weight.view(-1), mean, var, None, None, False, ctx.eps,
+            dy.view(-1, k), kept.view(-1, k), weight.view(-1), mean, var, None, None, False, ctx.eps,
             [False, True, True],
         )  # sums over every token's output, padded ones included: they all read the statistics
         d_weight, d_bias = d_weight.view(weight.shape), d_bias.view(weight.shape)
@@ -109,7 +110,9 @@ class RowIsolatedBatchNorm(torch.autograd.Function):
 
 
 def _row_moments(kept: Tensor, pad: Tensor | None, dims: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
-    """Mean and biased variance of each batch row's real tokens, and their count.
+    """Mean and biased variance (two passes: stable) of each batch row's real tokens, and their count.
+
+    (Not ``torch.var_mean``: its Welford reduction over these strided dims is ~10x slower on a CPU.)
 
     Shapes: ``kept (b, n, g, d)`` (padding zeroed), ``pad (b, n, 1, 1) | None`` (True = padded)
     -> mean, var ``(b, 1, g | 1, d)`` (reduced over ``dims``), count ``(b, 1, 1, 1)``.
@@ -117,7 +120,8 @@ def _row_moments(kept: Tensor, pad: Tensor | None, dims: tuple[int, ...]) -> tup
     b, n, g, _ = kept.shape
     per_token = g if len(dims) == 2 else 1  # values of a channel in one token
     if pad is None:
-        var_b, mean_b = torch.var_mean(kept, dim=dims, keepdim=True, correction=0)
+        mean_b = kept.mean(dims, keepdim=True)
+        var_b = (kept - mean_b).square_().mean(dims, keepdim=True)
         return mean_b, var_b, kept.new_full((b, 1, 1, 1), n * per_token)
     count_b = (n - pad.sum(1, keepdim=True, dtype=kept.dtype)) * per_token  # b 1 1 1
     mean_b = kept.sum(dims, keepdim=True) / count_b.clamp_min(1)

@@ -7,7 +7,7 @@ import warnings
 import torch
 from torch import nn
 
-from dalip.errors import ConfigError, PretrainedMismatchError
+from dalip.errors import ConfigError, CorruptCheckpointError, PretrainedMismatchError
 from dalip.models import DALIPModel, create_model
 from dalip.runs.config import TrainConfig
 
@@ -21,7 +21,7 @@ def build_model(config: TrainConfig, load_weights: bool = True) -> DALIPModel:
     m = config.model
     try:
         model = _create_model(config, load_weights)
-    except PretrainedMismatchError as err:
+    except (PretrainedMismatchError, CorruptCheckpointError) as err:
         raise ConfigError(f"model.pretrained: {err}") from None
     if load_weights and (m.pretrained or ":" in m.name):  # say where the towers came from
         print(f"model {m.name}: {model.load_report}", flush=True)

@@ -11,7 +11,6 @@ runs the steps, logging, checkpoints and evaluations of one call of `train`.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -355,8 +354,7 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
     except BaseException:
         unstarted = trainer is None or trainer.step == trainer.first_step
         if dist_info.is_main and unstarted and discard_unstarted_run(output, created):
-            print(f"the run failed before its first checkpoint: {output} is left as it was (nothing to resume)",
-                  file=sys.stderr)
+            print(f"the run failed before its first step: {output} is left as it was (nothing to resume)", flush=True)
         raise
     finally:
         if dist_info.is_main:
