@@ -4,7 +4,7 @@
 the pieces in which their recipes differ, on the same model and data:
 
 * image decoding + training transform (per image): dalip's `decode_image` and
-  ``DataSpec`` transform (random resized crop 0.7-1, flip, colour jitter) vs
+  ``DataSpec`` transform (open_clip's random resized crop, scale 0.9-1) vs
   ``open_clip.image_transform(is_train=True)`` (random resized crop 0.9-1);
 * tokenising a batch of captions (dalip: in the training process; open_clip: in its
   loader workers);

@@ -258,13 +258,23 @@ FSDP_FP16 = ["distributed.strategy=fsdp", "run.precision=fp16", "optim.grad_clip
 
 
 def _fsdp_fp16_step(model: nn.Module, config, dist_info: DistInfo, batches: list[Batch]) -> dict:
-    """One real fp16 step under FSDP2 (AdamW, FSDP's gradient scaler, clipping)."""
+    """Two real fp16 steps under FSDP2 (fused AdamW, FSDP's gradient scaler, clipping), the second overflowing."""
     set_train_mode(model, config)
     net = wrap_model(model, config, dist_info)
     optimizer, scaler = build_optimizer(model, config), build_scaler(config, dist_info.device)
-    stats = train_step(net, model, build_loss(config), None, iter(batches), optimizer, NoSchedule(), config,
+    micro = iter(batches * 2)
+    stats = train_step(net, model, build_loss(config), None, micro, optimizer, NoSchedule(), config,
                        dist_info, scaler=scaler)
-    return {"loss": stats.loss, "scaler": type(scaler).__name__, "scale": scaler.get_scale()}
+    scaler.load_state_dict({**scaler.state_dict(), "scale": 2.0**120})  # every fp16 gradient overflows
+    before = full_parameters(model)
+    train_step(net, model, build_loss(config), None, micro, optimizer, NoSchedule(), config, dist_info, scaler=scaler)
+    skipped = all(torch.equal(value, before[name]) for name, value in full_parameters(model).items())
+    return {"loss": stats.loss, "scaler": type(scaler).__name__, "skipped": skipped, "scale": scaler.get_scale()}
+
+
+def full_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter, whole (FSDP shards gathered)."""
+    return {n: p.full_tensor() if isinstance(p, DTensor) else p.detach().clone() for n, p in model.named_parameters()}
 
 
 def _distributed_worker(rank: int, init_file: str, results: str) -> None:
@@ -305,7 +315,8 @@ def test_two_processes_accumulate_the_global_batch(tmp_path):
         assert_same_gradients(out[strategy]["grads"], out["reference"])
         assert_same_gradients(out[strategy]["again"], out[strategy]["grads"], atol=0, rtol=0)  # no update
         torch.testing.assert_close(out[strategy]["loss"], out["ref_loss"], atol=ATOL, rtol=1e-5)
-    assert out["fp16"]["scaler"] == "ShardedGradScaler" and torch.isfinite(out["fp16"]["loss"])
+    assert out["fp16"]["scaler"] == "FsdpGradScaler" and torch.isfinite(out["fp16"]["loss"])
+    assert out["fp16"]["skipped"] and out["fp16"]["scale"] == 2.0**119  # the overflowing step was skipped
 
 
 # --------------------------------------------------------------- in a run

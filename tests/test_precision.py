@@ -19,7 +19,14 @@ from dalip.runs.config import load_config
 from dalip.runs.model import build_model
 from dalip.train.builders import build_loss, build_optimizer, set_train_mode
 from dalip.train.distributed import DistInfo
-from dalip.train.precision import autocast, build_scaler, input_dtype, prepare_precision, resolve_precision
+from dalip.train.precision import (
+    FsdpGradScaler,
+    autocast,
+    build_scaler,
+    input_dtype,
+    prepare_precision,
+    resolve_precision,
+)
 from dalip.train.step import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,11 +143,12 @@ def test_fp16_step_with_overflowing_gradients_is_skipped_and_the_scale_backs_off
 
 def test_fsdp_runs_get_the_scaler_that_agrees_over_the_ranks(tmp_path):
     """FSDP ranks hold different gradient shards: ``ShardedGradScaler`` all-reduces the overflow flag."""
-    config = config_for("fp16", "distributed.strategy=fsdp")
+    config = config_for("fp16", "distributed.strategy=fsdp", "model.channels_last=false")
     assert type(build_scaler(config, CPU)) is torch.amp.GradScaler  # no process group: one process
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
     try:
-        assert isinstance(build_scaler(config, CPU), ShardedGradScaler)
+        assert isinstance(build_scaler(config, CPU), FsdpGradScaler)
+        assert issubclass(FsdpGradScaler, ShardedGradScaler)
         assert type(build_scaler(config_for("fp16"), CPU)) is torch.amp.GradScaler  # ddp
     finally:
         dist.destroy_process_group()

@@ -32,9 +32,11 @@ from dalip.data.mixing import MapAsIterable, MixedDataset, MixedIterableDataset
 from dalip.data.spec import DATASETS, DatasetSpec, create_dataset, list_datasets, register_dataset
 from dalip.data.streamed import StreamedImages
 from dalip.data.transforms import (
+    EMOJI_AUGMENTATION,
     FALLBACK_MEAN,
     FALLBACK_SIZE,
     FALLBACK_STD,
+    Augmentation,
     PilTransform,
     image_transform,
     model_preprocess,
@@ -71,6 +73,7 @@ __all__ = [
     "CONCEPT_TEMPLATES",
     "DATASETS",
     "DOMAIN_SUBCATEGORIES",
+    "EMOJI_AUGMENTATION",
     "FALLBACK_MEAN",
     "FALLBACK_SIZE",
     "FALLBACK_STD",
@@ -78,6 +81,7 @@ __all__ = [
     "SUBCATEGORY_TEMPLATES",
     "SUBSETS",
     "TEMPLATE_SETS",
+    "Augmentation",
     "Batch",
     "CaptionVariants",
     "CsvCaptions",

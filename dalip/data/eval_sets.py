@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -9,11 +10,14 @@ from pathlib import Path
 
 import torch
 
+from dalip.data.batch import decode_image
 from dalip.data.labelled import LabelledImages, load_templates, read_labelled
 from dalip.data.streamed import StreamedImages
 from dalip.data.transforms import PilTransform, image_transform
 
-__all__ = ["TASK", "EvalSet", "ZeroShotSet", "ZeroShotTask", "zero_shot_eval_set"]
+__all__ = ["TASK", "EvalSet", "ZeroShotSet", "ZeroShotTask", "readable_classes", "zero_shot_eval_set"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -161,8 +165,11 @@ def zero_shot_eval_set(
         label_key: the CSV label column.
         separator: the CSV separator (default: a tab for ``.tsv``, else a comma).
 
+    Classes whose images are all unreadable are left out (`readable_classes`).
+
     Raises:
-        FileNotFoundError, ValueError: bad input, naming the file (see `dalip.data.read_labelled`).
+        FileNotFoundError, ValueError: bad input, naming the file (see `dalip.data.read_labelled`);
+            fewer than two classes with a readable image.
     """
     if isinstance(source, LabelledImages):
         data = source if classnames is None else source.with_classnames(classnames)
@@ -173,7 +180,36 @@ def zero_shot_eval_set(
     elif not templates or not all("{}" in t for t in templates):
         raise ValueError(f"templates must be non-empty, each with '{{}}' for the class name: {list(templates)}")
     name = name or (data.source.name if data.source.is_dir() else data.source.stem)
+    data = readable_classes(data, name)
     images = StreamedImages(data.paths, transform, batch_size, workers, source=data.source)
     task = ZeroShotTask(TASK, torch.as_tensor(data.labels, dtype=torch.long), list(data.classnames), list(templates),
                         per_class_recall=True)
     return ZeroShotSet(name, images, {TASK: task}, data.source)
+
+
+def readable_classes(data: LabelledImages, name: str) -> LabelledImages:
+    """``data`` fit for zero-shot classification: at least two classes with a readable image.
+
+    Files are decoded in order until each class has one that reads (one per class when all are
+    good). A class none of whose images reads is named in a warning and left out, as if its folder
+    were absent: a candidate class that no image can have would only change ``num_classes``, the
+    chance levels and the predictions. A class without any image (a classnames file naming more
+    classes than a CSV uses) stays a candidate.
+
+    Raises:
+        ValueError: fewer than two classes with a readable image (a one-class folder, say).
+    """
+    readable: set[int] = set()
+    for path, label in zip(data.paths, data.labels):
+        if label not in readable and decode_image(path) is not None:
+            readable.add(label)
+    unreadable = sorted(set(data.labels) - readable)
+    if unreadable:
+        logger.warning("zero-shot set %r (%s): class(es) %s left out: none of their images is readable", name,
+                       data.source, ", ".join(repr(data.classnames[c]) for c in unreadable))
+        data = data.without_classes(unreadable)
+    if len(readable) < 2:
+        found = ", ".join(repr(data.classnames[c]) for c in sorted(set(data.labels))) or "none"
+        raise ValueError(f"{data.source}: zero-shot classification needs at least two classes with a readable "
+                         f"image; found {len(readable)} ({found})")
+    return data

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,14 @@ class LabelledImages:
         names = read_classnames(path)
         check_num_classes(names, len(self.classnames), path, self.source)
         return LabelledImages(self.paths, self.labels, names, self.source)
+
+    def without_classes(self, dropped: Collection[int]) -> LabelledImages:
+        """A copy without the classes ``dropped`` (indices) and their images; the others renumbered in order."""
+        keep = [c for c in range(len(self.classnames)) if c not in set(dropped)]
+        index = {old: new for new, old in enumerate(keep)}
+        rows = [(path, index[label]) for path, label in zip(self.paths, self.labels) if label in index]
+        return LabelledImages([p for p, _ in rows], [y for _, y in rows], [self.classnames[c] for c in keep],
+                              self.source)
 
 
 def _image_extensions() -> tuple[str, ...]:

@@ -94,7 +94,7 @@ def zero_shot_classifier(
 
 
 def check_labels(labels: Sequence[int] | Tensor, num_samples: int, num_classes: int) -> Tensor:
-    """``labels`` as a LongTensor ``(N,)``; errors on a wrong length or a label outside ``[0, C)``."""
+    """``labels`` as a LongTensor ``(N,)``; errors on a wrong length, a label outside ``[0, C)`` or ``C < 2``."""
     labels = torch.as_tensor(labels)
     if labels.ndim != 1 or labels.is_floating_point():
         raise ValueError(f"labels must be integers of shape (N,), got {labels.dtype} {tuple(labels.shape)}")
@@ -102,6 +102,8 @@ def check_labels(labels: Sequence[int] | Tensor, num_samples: int, num_classes: 
         raise ValueError(f"{len(labels)} labels for {num_samples} samples")
     if num_samples == 0:
         raise ValueError("empty evaluation set")
+    if num_classes < 2:  # torchmetrics' own message would be a traceback about `num_classes`
+        raise ValueError(f"zero-shot classification needs at least two classes, got {num_classes}")
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
     return labels.long()

@@ -77,7 +77,7 @@ class OptimConfig:
     steps: int = 300
     schedule: str = "cosine"  # cosine | const | const-cooldown (open_clip's --lr-scheduler)
     cooldown_steps: int = 0  # const-cooldown: the last N steps decay to lr_cooldown_end
-    lr_cooldown_end: float = 0.0  # const-cooldown: the multiplier of lr reached at the end
+    lr_cooldown_end: float = 0.0  # const-cooldown: the learning rate reached at the end (absolute, as open_clip's)
     cooldown_power: float = 1.0  # const-cooldown: 1 linear, 0.5 square-root decay
     # parameters without weight decay (fnmatch on names; plus every parameter with fewer than 2 dims)
     no_decay: list = field(default_factory=lambda: ["*bias", "*logit_scale", "*logit_bias", "*norm*", "*.bn*", "*.ln*"])

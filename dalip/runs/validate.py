@@ -206,6 +206,9 @@ def validate_optim(o: OptimConfig) -> None:
         (o.cooldown_steps >= 0, "optim.cooldown_steps must be >= 0"),
         (o.schedule != "const-cooldown" or o.cooldown_steps >= 1,
          "optim.schedule=const-cooldown needs optim.cooldown_steps >= 1 (the steps of the final decay)"),
+        (o.schedule != "const-cooldown" or o.cooldown_steps <= o.steps - o.warmup_steps,
+         (f"optim.cooldown_steps ({o.cooldown_steps}) must fit after the warmup: at most optim.steps - "
+          f"optim.warmup_steps = {o.steps - o.warmup_steps}")),
         (_finite(o.lr_cooldown_end) and o.lr_cooldown_end >= 0, "optim.lr_cooldown_end must be a finite number >= 0"),
         (_finite(o.cooldown_power) and o.cooldown_power > 0, "optim.cooldown_power must be a finite number > 0"),
         (all(isinstance(p, str) for p in o.no_decay), "optim.no_decay must be a list of name patterns (fnmatch)"),

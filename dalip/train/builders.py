@@ -15,6 +15,7 @@ from torch import nn
 from dalip.losses import AlignmentLoss, create_loss
 from dalip.models import DALIPModel
 from dalip.runs.config import TrainConfig
+from dalip.runs.validate import loss_options
 from dalip.train.schedule import lr_multiplier
 
 __all__ = ["build_loss", "build_optimizer", "build_scheduler", "no_decay", "set_train_mode"]
@@ -60,10 +61,7 @@ def build_optimizer(model: DALIPModel, config: TrainConfig) -> torch.optim.AdamW
 
 def build_loss(config: TrainConfig) -> AlignmentLoss:
     """The registered loss of ``config.loss``; the distribution loss takes ``model.alpha`` unless set."""
-    options = dict(config.loss.options)
-    if config.loss.name == "distribution":
-        options.setdefault("alpha", config.model.alpha)
-    return create_loss(config.loss.name, **options)
+    return create_loss(config.loss.name, **loss_options(config.loss, config.model))  # as validation built it
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:

@@ -22,7 +22,7 @@ from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
 from dalip.runs.config import TrainConfig
 
-__all__ = ["autocast", "build_scaler", "input_dtype", "prepare_precision", "resolve_precision"]
+__all__ = ["FsdpGradScaler", "autocast", "build_scaler", "input_dtype", "prepare_precision", "resolve_precision"]
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -41,17 +41,29 @@ def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractCo
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
+class FsdpGradScaler(ShardedGradScaler):
+    """FSDP's ``ShardedGradScaler`` (the ranks agree on an overflow) with 0-dim overflow flags.
+
+    torch's flags are ``(1,)``, which a fused AdamW cannot subtract from its 0-dim step counts
+    (``output with shape [] doesn't match the broadcast shape [1]``); `GradScaler`'s are 0-dim.
+    """
+
+    def _unscale_grads_(self, optimizer: torch.optim.Optimizer, inv_scale: torch.Tensor, found_inf: torch.Tensor,
+                        allow_fp16: bool = True) -> dict[torch.device, torch.Tensor]:
+        return super()._unscale_grads_(optimizer, inv_scale, found_inf.reshape(()), allow_fp16)
+
+
 def build_scaler(config: TrainConfig, device: torch.device) -> torch.amp.GradScaler | None:
     """A loss scaler for ``run.precision=fp16`` (fp16 gradients underflow without it), else None.
 
-    Under ``distributed.strategy=fsdp`` (a process group running) it is FSDP's ``ShardedGradScaler``,
+    Under ``distributed.strategy=fsdp`` (a process group running) it is FSDP's (`FsdpGradScaler`),
     which agrees over the ranks on whether a gradient overflowed (each rank holds only its shards).
     Its ``state_dict()`` belongs in the training checkpoint (the scale it has grown or backed off to).
     """
     if resolve_precision(config, device) != "fp16":
         return None
     if config.distributed.strategy == "fsdp" and dist.is_available() and dist.is_initialized():
-        return ShardedGradScaler(device.type)
+        return FsdpGradScaler(device.type)
     return torch.amp.GradScaler(device.type)
 
 

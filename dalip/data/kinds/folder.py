@@ -19,6 +19,7 @@ from dalip.data.batch import Sample, decode_image
 from dalip.data.eval_sets import zero_shot_eval_set
 from dalip.data.labelled import LabelledImages, load_templates, read_labelled
 from dalip.data.spec import DatasetSpec, register_dataset
+from dalip.errors import ConfigError
 
 __all__ = ["FolderSpec", "LabelledCaptions"]
 
@@ -101,7 +102,11 @@ class FolderSpec(DatasetSpec):
         return LabelledCaptions(self.read(self.train), load_templates(self.templates), self.train_transform())
 
     def own_eval_sets(self) -> dict[str, Any]:
-        """``{"val": zero-shot set}`` of the held-out labelled images, when `val` is set."""
+        """``{"val": zero-shot set}`` of the held-out labelled images, when `val` is set.
+
+        Raises:
+            ConfigError: ``data.spec.val`` has fewer than two classes with a readable image.
+        """
         if not self.val:
             return {}
 
@@ -110,5 +115,9 @@ class FolderSpec(DatasetSpec):
         if val.classnames != train.classnames:
             raise ValueError(f"val {self.val}: classes {val.classnames[:5]}... differ from train {self.train}: "
                              f"{train.classnames[:5]}...")
-        return {"val": zero_shot_eval_set(val, templates=load_templates(self.templates), name="val")}
+        templates = load_templates(self.templates)
+        try:
+            return {"val": zero_shot_eval_set(val, templates=templates, name="val")}
+        except ValueError as err:  # too few readable classes: checked here, before any training step
+            raise ConfigError(f"data.spec.val: {err}") from None
 
