@@ -280,3 +280,15 @@ def test_positions_of_the_other_kind_and_empty_readers_refused(tmp_path):
     resampled = WebDatasetShards(str(tmp_path / "one.tar"), resampled=True, num_samples=1)
     with pytest.raises(ValueError, match="num_samples=1 gives each of the 2 readers"):
         resampled.reader_stream(0, 2)
+
+
+def test_val_beside_a_resampled_upsampled_stream_is_a_plain_source(tmp_path):
+    """``val`` (or ``mix_with``) of the same kind keeps the shuffle options, not the training stream's draws."""
+    from dalip.data import create_dataset
+    from dalip.data.build import source_spec
+
+    spec = create_dataset("wds", train="a.tar::b.tar", upsampling=[1, 2], resampled=True, num_samples=100,
+                          shuffle_buffer=7)
+    val = source_spec(spec, str(tmp_path / "v.tar"))
+    assert (val.train, val.upsampling, val.resampled, val.num_samples, val.shuffle_buffer) == (
+        str(tmp_path / "v.tar"), None, False, None, 7)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -64,7 +63,7 @@ def source_spec(spec: DatasetSpec, location: str) -> DatasetSpec:
         return claimed
     kind = _path_kind(location)
     if kind == spec.kind:  # same kind: keep its options (CSV columns, shuffle buffer ...)
-        return dataclasses.replace(spec, train=location, mix_with=None, domain_fraction=None, val=None)
+        return spec.second_source(location)
     return create_dataset(kind, train=location, **spec.common_options())
 
 

@@ -172,6 +172,12 @@ class DatasetSpec:
             std=self.std or (tuple(cfg["std"]) if cfg.get("std") else None),
         )
 
+    def second_source(self, location: str) -> DatasetSpec:
+        """This kind's spec of a second source at ``location`` (``mix_with``, ``val``): the same options
+        (CSV columns, shuffle buffer, preprocessing ...), one source, no mix. Kinds override it to drop
+        options that belong to the training stream only."""
+        return dataclasses.replace(self, train=location, mix_with=None, domain_fraction=None, val=None)
+
     def common_options(self) -> dict[str, Any]:
         """The shared preprocessing options, for a second source built alongside this one."""
         return {"image_size": self.image_size, "augment": self.augment, "mean": self.mean, "std": self.std,

@@ -16,6 +16,7 @@ source (``upsampling``), ``num_samples // readers`` samples an epoch. Bad sample
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -289,6 +290,11 @@ class WdsSpec(DatasetSpec):
         if self.shuffle_buffer < 0:
             raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         check_stream_options(len(source_patterns(self.train)), self.upsampling, self.resampled, self.num_samples)
+
+    def second_source(self, location: str) -> WdsSpec:
+        """Shards at ``location`` (``mix_with``, ``val``) read as one plain, non-resampled source."""
+        return dataclasses.replace(self, train=location, mix_with=None, domain_fraction=None, val=None,
+                                   upsampling=None, resampled=False, num_samples=None)
 
     def source(self) -> WebDatasetShards:
         return WebDatasetShards(self.train, self.train_transform(), self.shuffle_buffer, self.seed,
