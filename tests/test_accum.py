@@ -262,14 +262,18 @@ def _fsdp_fp16_step(model: nn.Module, config, dist_info: DistInfo, batches: list
     set_train_mode(model, config)
     net = wrap_model(model, config, dist_info)
     optimizer, scaler = build_optimizer(model, config), build_scaler(config, dist_info.device)
-    micro = iter(batches * 2)
+    micro, initial = iter(batches * 2), full_parameters(model)
+    scaler.load_state_dict({**scaler.state_dict(), "scale": 2.0**8})  # 2^16 overflows here (a skipped step)
     stats = train_step(net, model, build_loss(config), None, micro, optimizer, NoSchedule(), config,
                        dist_info, scaler=scaler)
     scaler.load_state_dict({**scaler.state_dict(), "scale": 2.0**120})  # every fp16 gradient overflows
     before = full_parameters(model)
+    trained = all(torch.isfinite(v).all() for v in before.values()) and any(
+        not torch.equal(value, initial[name]) for name, value in before.items())
     train_step(net, model, build_loss(config), None, micro, optimizer, NoSchedule(), config, dist_info, scaler=scaler)
     skipped = all(torch.equal(value, before[name]) for name, value in full_parameters(model).items())
-    return {"loss": stats.loss, "scaler": type(scaler).__name__, "skipped": skipped, "scale": scaler.get_scale()}
+    return {"loss": stats.loss, "scaler": type(scaler).__name__, "trained": trained, "skipped": skipped,
+            "scale": scaler.get_scale()}
 
 
 def full_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -316,7 +320,8 @@ def test_two_processes_accumulate_the_global_batch(tmp_path):
         assert_same_gradients(out[strategy]["again"], out[strategy]["grads"], atol=0, rtol=0)  # no update
         torch.testing.assert_close(out[strategy]["loss"], out["ref_loss"], atol=ATOL, rtol=1e-5)
     assert out["fp16"]["scaler"] == "FsdpGradScaler" and torch.isfinite(out["fp16"]["loss"])
-    assert out["fp16"]["skipped"] and out["fp16"]["scale"] == 2.0**119  # the overflowing step was skipped
+    assert out["fp16"]["trained"]  # the first step updated the weights (finite)
+    assert out["fp16"]["skipped"] and out["fp16"]["scale"] == 2.0**119  # the overflowing one was skipped
 
 
 # --------------------------------------------------------------- in a run

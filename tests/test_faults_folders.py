@@ -14,6 +14,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -24,6 +25,7 @@ import dalip
 from dalip.cli import main
 from dalip.data import StreamedImages, build_eval_sets, build_train_dataset, collate, create_dataset
 from dalip.eval import evaluate_zero_shot, zero_shot_eval_set
+from dalip.eval.zero_shot import per_class_recall, topk_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "assets" / "tiny-clip.json")
@@ -85,6 +87,14 @@ def test_one_class_folder_dataset_val_is_refused_before_training(tmp_path, capsy
     line = _last_error(capsys)
     assert "data.spec.val" in line and "at least two classes" in line, line
     assert not (run / "metrics.jsonl").exists() and not list(run.glob("checkpoint*"))
+
+
+def test_one_class_scores_are_a_clear_error_not_a_torchmetrics_one():
+    scores, labels = torch.randn(4, 1), torch.zeros(4, dtype=torch.long)
+    for metric in (topk_accuracy, per_class_recall):
+        with pytest.raises(ValueError, match="at least two classes, got 1"):
+            metric(scores, labels)
+    assert topk_accuracy(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), [1, 1]) == {"top1": 0.5}
 
 
 # ------------------------------------------------------------ unreadable classes
@@ -218,7 +228,9 @@ def test_exif_orientation_webdataset_shard(photos, tmp_path):
 
 
 def test_exif_orientation_streamed_eval_images_and_zero_shot_folder(photos):
-    identity = lambda im: torch.as_tensor(list(im.getdata()), dtype=torch.float32).T.reshape(3, im.height, im.width)  # noqa: E731
+    def identity(image: Image.Image) -> torch.Tensor:  # PIL -> (3, H, W) float, 0..255
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1).float()
+
     paths = sorted(photos.rglob("*.jpg"))
     streamed = torch.cat(list(StreamedImages(paths, identity, batch_size=3)))
     assert streamed.shape == (4, 3, SIZE[1], SIZE[0])

@@ -192,8 +192,9 @@ def readable_classes(data: LabelledImages, name: str) -> LabelledImages:
 
     Files are decoded in order until each class has one that reads (one per class when all are
     good). A class none of whose images reads is named in a warning and left out, as if its folder
-    were absent: a candidate class that no image can have would only change ``num_classes``, the
-    chance levels and the predictions. A class without any image (a classnames file naming more
+    were absent (its files are not counted in ``num_skipped`` either): a candidate class that no
+    image can have would only change ``num_classes``, the chance levels and the predictions. A class
+    without any image (a classnames file naming more
     classes than a CSV uses) stays a candidate.
 
     Raises:

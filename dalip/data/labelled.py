@@ -64,7 +64,8 @@ class LabelledImages:
 
     def without_classes(self, dropped: Collection[int]) -> LabelledImages:
         """A copy without the classes ``dropped`` (indices) and their images; the others renumbered in order."""
-        keep = [c for c in range(len(self.classnames)) if c not in set(dropped)]
+        dropped = set(dropped)
+        keep = [c for c in range(len(self.classnames)) if c not in dropped]
         index = {old: new for new, old in enumerate(keep)}
         rows = [(path, index[label]) for path, label in zip(self.paths, self.labels) if label in index]
         return LabelledImages([p for p, _ in rows], [y for _, y in rows], [self.classnames[c] for c in keep],

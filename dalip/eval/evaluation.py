@@ -233,6 +233,11 @@ def evaluate_zero_shot(
         ``zero_shot/top5`` (5+ classes), ``zero_shot/balanced_accuracy``,
         ``zero_shot/per_class_recall`` (``{classname: recall}``), ``zero_shot/num_classes``,
         ``zero_shot/num_samples`` (images read), ``zero_shot/num_skipped`` (unreadable).
+        A class whose images are all unreadable is left out of all of them, as if absent (a
+        warning names it; see `dalip.data.eval_sets.readable_classes`).
+
+    Raises:
+        ValueError: a source with fewer than two classes with a readable image, or other bad input.
     """
     if isinstance(sources, (str, os.PathLike, ZeroShotSet)):
         sources = [sources]

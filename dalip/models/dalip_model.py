@@ -146,6 +146,9 @@ class DALIPModel(nn.Module):
     def image_tower(self, images: Tensor) -> TowerOutput:
         """Tokens, guide and own output of the image tower for ``images (B, 3, H, W)``."""
         self._check_input("image", images)
+        weight = next(self.clip.visual.parameters(), None)  # bf16 weights (pure_bf16) read bf16 pixels
+        if weight is not None and images.is_floating_point() and images.dtype != weight.dtype:
+            images = images.to(weight.dtype)
         return extract_image_tokens(self.clip.visual, images, self.image_kind)
 
     def text_tower(self, texts: Tensor) -> TowerOutput:

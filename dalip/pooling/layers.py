@@ -76,10 +76,10 @@ class RowIsolatedBatchNorm(torch.autograd.Function):
         pad = None if mask is None else ~mask[:, :, None, None]  # b n 1 1
         kept = x if pad is None else x.masked_fill(pad, 0)  # padding (even inf / nan) -> 0
         dims = (1, 2) if weight.ndim == 1 else (1,)  # shared: pool the groups of a row too
-        finite, mean, var, count = _pool_rows(*_row_moments(kept, pad, dims))
+        pooled, mean, var, count = _pool_rows(*_row_moments(kept, pad, dims))
         flat = kept.view(-1, weight.numel())  # rows of d (shared) or g * d (per group)
         y = torch.native_batch_norm(flat, weight.view(-1), bias.view(-1), mean, var, False, 0.0, eps)[0]
-        ctx.save_for_backward(kept, pad, finite, count, mean, var, weight)
+        ctx.save_for_backward(kept, pad, pooled, mean, var, weight)
         ctx.eps = eps
         ctx.set_materialize_grads(False)  # no zero tensors for the statistics' gradients
         ctx.mark_non_differentiable(mean, var, count)
@@ -89,7 +89,7 @@ class RowIsolatedBatchNorm(torch.autograd.Function):
     def backward(ctx, dy: Tensor | None, *_) -> tuple[Tensor | None, ...]:
         if dy is None:
             return None, None, None, None, None
-        kept, pad, finite, count, mean, var, weight = ctx.saved_tensors
+        kept, pad, pooled, mean, var, weight = ctx.saved_tensors
         k = weight.numel()
         dy = dy.contiguous()  # BDC's channel-major layout arrives here: one copy, read three times
         _, d_weight, d_bias = torch.ops.aten.native_batch_norm_backward(
@@ -102,7 +102,7 @@ class RowIsolatedBatchNorm(torch.autograd.Function):
         # dx = scale (dy - (d_bias + xhat d_weight) / count) on the pooled rows, scale dy elsewhere
         mean, invstd = mean.view(weight.shape), torch.rsqrt(var + ctx.eps).view(weight.shape)
         scale = weight * invstd
-        per_token = scale * finite / count.clamp_min(1)  # b 1 g|1 d: zero on the rows left out
+        per_token = scale * pooled  # b 1 g|1 d: zero on the rows left out
         slope = -per_token * invstd * d_weight
         offset = -torch.addcmul(per_token * d_bias, slope, mean)
         dx = torch.addcmul(offset, kept, slope).addcmul_(dy, scale)
@@ -132,17 +132,18 @@ def _row_moments(kept: Tensor, pad: Tensor | None, dims: tuple[int, ...]) -> tup
 def _pool_rows(mean_b: Tensor, var_b: Tensor, count_b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Pool per-row moments over the rows whose variances are finite (parallel variance formula).
 
-    Shapes: ``mean_b, var_b (b, 1, g | 1, d)``, ``count_b (b, 1, 1, 1)`` -> ``finite (b, 1, 1, 1)``
-    (bool), ``mean, var (k,)`` (``k = g d`` or ``d``), ``count ()``.
+    Shapes: ``mean_b, var_b (b, 1, g | 1, d)``, ``count_b (b, 1, 1, 1)`` -> ``pooled (b, 1, 1, 1)``
+    (``1 / count`` on the rows pooled, 0 on those left out), ``mean, var (k,)`` (``k = g d`` or ``d``),
+    ``count ()``.
     """
     finite = var_b.sum(dim=(1, 2, 3), keepdim=True) < math.inf  # nan compares False too
-    count_b = count_b * finite
-    count = count_b.sum()
-    share = (count_b / count.clamp_min(1)).view(1, -1)  # 1 b; rows left out weigh 0
+    count = (count_b * finite).sum()
+    pooled = finite / count.clamp_min(1)
+    share = (count_b * pooled).view(1, -1)  # 1 b: each row's share of the tokens pooled
     mean_b, var_b = mean_b.nan_to_num(0.0, 0.0, 0.0), var_b.nan_to_num(0.0, 0.0, 0.0)  # 0 * nan is nan
     mean = share @ mean_b.flatten(1)  # 1 k
     var = share @ (var_b + (mean_b - mean.view(mean_b[:1].shape)).square()).flatten(1)
-    return finite, mean.view(-1), var.view(-1), count
+    return pooled, mean.view(-1), var.view(-1), count
 
 
 class MaskedBatchNorm(nn.Module):
@@ -192,7 +193,7 @@ class MaskedBatchNorm(nn.Module):
             )
         with torch.no_grad():  # no finite row: the running statistics stay as they are
             unbiased = var * count / (count - 1).clamp_min(1)
-            rate = self.momentum * (count > 0).to(self.running_mean.dtype)
+            rate = count.clamp_max(1).to(self.running_mean.dtype) * self.momentum  # 0: no finite row
             self.running_mean.lerp_(mean.view(self.running_mean.shape).to(self.running_mean.dtype), rate)
             self.running_var.lerp_(unbiased.view(self.running_var.shape).to(self.running_var.dtype), rate)
         return y.to(x.dtype)

@@ -44,8 +44,12 @@ def make_spec(config: TrainConfig, model: Any = None) -> Any:
 def zero_shot_sets(config: TrainConfig) -> dict[str, ZeroShotSet]:
     """The labelled image sets of ``config.eval.zero_shot`` (decoded with the model's own transform).
 
+    Classes whose images are all unreadable are left out (named in a warning). A training run builds
+    these sets before its first step (`dalip.train.batches.build_data`), so a bad entry stops it there.
+
     Raises:
-        ConfigError: an entry's folder / CSV / classnames / templates is bad (the message names the file).
+        ConfigError: an entry's folder / CSV / classnames / templates is bad, or it has fewer than two
+            classes with a readable image (the message names the entry and the file).
     """
     sets: dict[str, ZeroShotSet] = {}
     for i, entry in enumerate(config.eval.zero_shot):

@@ -34,7 +34,7 @@ import dalip.data as dalip_data
 from dalip.data.batch import first_bad_samples
 from dalip.errors import ConfigError
 from dalip.runs.config import TrainConfig
-from dalip.runs.data import make_spec
+from dalip.runs.data import make_spec, zero_shot_sets
 from dalip.train.distributed import DistInfo
 from dalip.train.frozen_cache import KeyedSamples, check_cacheable_dataset, collate_keyed
 
@@ -341,8 +341,11 @@ class TrainBatches:
         return next(self._refill)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> Iterator[Chunk]:
+        # its own generator: creating the loader never draws from the global RNG (dropout), so a resumed
+        # run, which creates it at another step, keeps the global RNG sequence of the uninterrupted run
+        generator = torch.Generator().manual_seed(self.seed)
         return iter(DataLoader(dataset, num_workers=self.workers, pin_memory=self.dist.device.type == "cuda",
-                               **kwargs))
+                               generator=generator, **kwargs))
 
     def _start(self) -> Refill:
         state = self._state
@@ -382,6 +385,7 @@ class RunData:
     eval_sets: dict
     spec: Any
     train_set: Any = None  # the training dataset itself (items (image, caption))
+    zero_shot: dict = dataclasses.field(default_factory=dict)  # eval.zero_shot sets, built (and checked) at start
 
 
 def build_data(config: TrainConfig, dist: DistInfo, model: Any = None, keyed: bool = False,
@@ -400,4 +404,4 @@ def build_data(config: TrainConfig, dist: DistInfo, model: Any = None, keyed: bo
         samples, collate, tokenizer = KeyedSamples(train_set), collate_keyed, None
     batches = TrainBatches(samples, collate, config.data.batch_size, config.data.workers, config.run.seed, dist,
                            tokenizer)
-    return RunData(batches, dalip_data.build_eval_sets(spec), spec, train_set)
+    return RunData(batches, dalip_data.build_eval_sets(spec), spec, train_set, zero_shot_sets(config))

@@ -45,6 +45,7 @@ from dalip.train.parallel import (
     wrap_model,
 )
 from dalip.train.plots import plot_run
+from dalip.train.precision import build_scaler, prepare_precision
 from dalip.train.step import StepStats, train_step
 
 __all__ = ["Trainer", "build_model", "build_optimizer", "train", "train_step"]
@@ -134,7 +135,8 @@ class Trainer:
         self.dist = init_distributed(config.distributed.backend)
         output.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config.run.seed)
-        self.model = build_model(config).to(self.dist.device)
+        self.model = prepare_precision(build_model(config).to(self.dist.device), config)  # pure_bf16: bf16 weights
+        self.scaler = build_scaler(config, self.dist.device)  # fp16: a GradScaler
         self.tokenizer = get_tokenizer(config.model.name)
         self.loss_fn = build_loss(config)
         self.data: RunData = build_data(config, self.dist, self.model, keyed=config.model.cache_frozen,
@@ -151,6 +153,8 @@ class Trainer:
         if state is not None:
             load_optimizer_state(self.model, self.optimizer, state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None and "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
 
     # ------------------------------------------------------------------ set-up
     def _resume(self) -> dict | None:
@@ -202,6 +206,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "step": self.step,
                 "data": data,  # per rank: where its next batch starts (`TrainBatches.state_dict`)
+                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
                 "rng": rng,  # per rank (each draws its own dropout)
                 "config": config_to_dict(self.config),
             }
@@ -212,7 +217,7 @@ class Trainer:
         model = unsharded_model(self.model, self.config)  # every rank
         if self.dist.is_main:
             results = evaluate_run(model, self.tokenizer, self.data.eval_sets, self.config,
-                                   self.output / f"eval_step{self.step}.json")
+                                   self.output / f"eval_step{self.step}.json", self.data.zero_shot)
             self.log.write_eval(self.step, results)
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
@@ -283,7 +288,7 @@ class Trainer:
         while self.step < target:
             set_train_mode(self.model, config)
             stats = train_step(self.net, self.model, self.loss_fn, self.tokenizer, self.micro_batches,
-                                self.optimizer, self.scheduler, config, self.dist, self.frozen)
+                                self.optimizer, self.scheduler, config, self.dist, self.frozen, scaler=self.scaler)
             window.add(stats)
             self.step += 1
             skipped += stats.skipped  # this process's share; metrics.jsonl sums every rank
@@ -363,6 +368,6 @@ def train(config: TrainConfig, output: str | Path, resume: bool = False, stop_af
 
 def finish_run(model: Any, tokenizer: Any, data: Any, config: TrainConfig, output: Path, metrics: list[dict]) -> dict:
     """End of training: evaluate, write ``eval.json``, draw ``training.png``."""
-    results = evaluate_run(model, tokenizer, data.eval_sets, config, output / "eval.json")
+    results = evaluate_run(model, tokenizer, data.eval_sets, config, output / "eval.json", data.zero_shot)
     print(f"plot written to {plot_run(metrics, results, output / 'training.png')}")
     return results

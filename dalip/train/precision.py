@@ -4,7 +4,7 @@
 |---|---|---|---|
 | ``fp32`` | fp32 | fp32 | none |
 | ``bf16`` | fp32 | bf16 autocast | none |
-| ``fp16`` | fp32 | fp16 autocast | `build_scaler`'s ``GradScaler`` (its state goes in the checkpoint) |
+| ``fp16`` | fp32 | fp16 autocast | `build_scaler`: ``GradScaler`` (`FsdpGradScaler` under FSDP; its state goes in the checkpoint) |
 | ``pure_bf16`` | bf16 (`prepare_precision`) | bf16, inputs cast by `input_dtype` | none |
 | ``auto`` | as ``bf16`` on a GPU, as ``fp32`` on a CPU | | |
 
@@ -14,6 +14,7 @@ As open_clip's ``--precision amp_bf16 / amp / pure_bf16``.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -42,15 +43,26 @@ def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractCo
 
 
 class FsdpGradScaler(ShardedGradScaler):
-    """FSDP's ``ShardedGradScaler`` (the ranks agree on an overflow) with 0-dim overflow flags.
+    """FSDP's ``ShardedGradScaler`` (the ranks agree on an overflow), safe with a fused optimizer.
 
-    torch's flags are ``(1,)``, which a fused AdamW cannot subtract from its 0-dim step counts
-    (``output with shape [] doesn't match the broadcast shape [1]``); `GradScaler`'s are 0-dim.
+    A fused AdamW over FSDP2's DTensor parameters ignores the overflow flag a scaler hands it
+    (torch 2.14: it steps with the infinite gradients, every weight NaN); and torch's flags are
+    ``(1,)``, which it cannot subtract from its 0-dim step counts. So the flags are 0-dim and
+    `step` takes or skips the optimizer step on the host, as the scaler does for unfused
+    optimizers: one host synchronisation per step, under FSDP with fp16 only.
     """
 
     def _unscale_grads_(self, optimizer: torch.optim.Optimizer, inv_scale: torch.Tensor, found_inf: torch.Tensor,
                         allow_fp16: bool = True) -> dict[torch.device, torch.Tensor]:
         return super()._unscale_grads_(optimizer, inv_scale, found_inf.reshape(()), allow_fp16)
+
+    def step(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+        fused = optimizer.__dict__.get("_step_supports_amp_scaling", False)
+        optimizer._step_supports_amp_scaling = False  # the scaler's host-checked path: skip on an overflow
+        try:
+            return super().step(optimizer, *args, **kwargs)
+        finally:
+            optimizer._step_supports_amp_scaling = fused
 
 
 def build_scaler(config: TrainConfig, device: torch.device) -> torch.amp.GradScaler | None:
