@@ -56,6 +56,68 @@ Divergence, non-finite values and bad input (issue 14, items 1, 3, 5, 8):
   file (``tests/test_config.py``, ``tests/test_sweep.py``).
 - an ``--output`` that is a file, missing files and bad values for every sub-command -> one
   ``dalip <cmd>: error:`` line, exit 2 (``test_every_command_ends_bad_input_with_one_line``).
+
+Many processes and bad data at scale (issue 20, item 1):
+- one image in five corrupt (CSV) and webdataset shards of different lengths under ``torchrun`` (2 gloo
+  processes) -> every rank trains on exactly ``data.batch_size`` samples (unreadable ones replaced from the
+  rank's order / stream), the run finishes, ``skipped`` sums every rank, and a 2-rank step scores the loss of
+  one process on the global batch to 1e-5 (``tests/test_multiprocess_data.py``).
+- a failure between claiming the run folder and the first step -> the folder is left as it was, so the same
+  command runs again (``test_a_failure_before_the_first_step_leaves_no_run_behind``).
+
+Hub, seeds and reports (issue 21, cases 1, 9, 10; ``tests/test_faults_hub.py``):
+- a hub tag, ``hf-hub:`` name or ``model.pretrained`` tag with no network or ``HF_HUB_OFFLINE=1`` and nothing
+  cached -> one line naming the tag / repo and "no network or hub access: ...", exit 2, before open_clip starts a
+  download (``test_hub_tag_with_hf_hub_offline_is_one_line_exit_2``,
+  ``test_hub_names_and_tags_without_network_stop_before_any_download``,
+  ``test_train_with_a_hub_tag_without_network_is_one_line``); an offline error inside open_clip -> the same error
+  (``test_offline_errors_inside_open_clip_become_one_clear_error``).
+- a model with untrained layers (``effl0-minilm`` before training, a fresh config) -> seeded: the same command
+  gives the same numbers, the caller's RNG untouched, and ``dalip eval`` names the untrained layers in one line
+  (``test_untrained_projection_is_seeded_and_named``, ``test_eval_of_an_untrained_model_is_repeatable_and_says_so``).
+- ``model.alpha`` chosen at evaluation -> the fusion table marks "(train alpha)" and "(combined)" apart
+  (``test_fusion_table_marks_the_training_alpha_and_the_combined_weight_apart``,
+  ``tests/test_train.py::test_eval_fusion_curve_from_the_cli``); ``--pretrained local-dir:DIR`` -> the local-dir
+  message (``test_pretrained_local_dir_gives_the_local_dir_message``); a checkpoint without ``.sha256`` -> one
+  warning line, no Python warning (``test_checkpoint_without_checksum_warns_in_one_line``).
+
+Exports (issue 21, cases 2-4; ``tests/test_faults_export.py``):
+- an export moved elsewhere, loaded with no hub access from another directory -> the text tower's config and
+  tokenizer come from the folder; dalip loads it, and plain open_clip given ``text_cfg`` with the folder's
+  ``text_tower`` gives the same embeddings (open_clip 3.3 resolves ``hf_model_name`` against the working
+  directory only, so a call without that argument still needs the hub: an upstream limit)
+  (``test_export_loads_offline_after_a_move``).
+- ``dalip eval --model local-dir:EXPORT`` -> first, second, combined and fusion scores equal to ``--checkpoint``
+  of the run (``test_eval_of_an_export_equals_its_checkpoint``).
+- export into a non-empty folder -> one line, exit 2; ``--overwrite`` deletes only the previous export's files
+  (``--dalip-only`` leaves no ``open_clip_*``), the written list is exact, every file mode 0644 less umask;
+  ``--alpha`` without second-order heads -> refused (``test_export_into_a_non_empty_folder``).
+
+Resume, config errors and interpolate outputs (issue 21, cases 5, 7, 8; ``tests/test_faults_runs.py``):
+- ``--resume`` with no run (missing or empty folder) and no ``--config`` -> one line, exit 2, nothing trained
+  (``test_resume_without_a_run_or_config_is_refused``, ``test_resume_of_checkpoints_without_their_config_is_refused``);
+  with ``--config`` -> "nothing to resume in X: starting the run of C", and the same command later resumes it
+  (``test_resume_with_config_and_nothing_to_resume_starts_that_run``).
+- a training CSV without its caption column / not UTF-8, ``data.batch_size`` above the training set, an empty
+  training folder, a ``model.pretrained`` file that is not a checkpoint (never advising ``weights_only=False``)
+  -> one line naming the setting, exit 2, no run folder left (``test_caption_csv_*``,
+  ``test_batch_larger_than_the_training_set``, ``test_empty_training_folder``,
+  ``test_pretrained_file_that_is_not_a_checkpoint``).
+- ``model.second_order=null`` with a loss aligning second-order features -> refused at validation naming
+  ``loss.name=clip`` / ``loss.options.alpha=1`` (``test_no_second_order_head_with_a_second_order_loss``).
+- ``dalip interpolate`` into a non-empty folder -> refused; ``--overwrite`` deletes only a previous
+  interpolation's ``ratio_*`` folders, tables and plot
+  (``test_interpolate_refuses_a_used_folder_and_overwrite_removes_only_its_files``).
+
+Labelled folders (issue 21, case 6; ``tests/test_faults_folders.py``):
+- a one-class zero-shot folder -> one line, exit 2 in ``dalip eval``; in a training run (``eval.zero_shot`` or a
+  folder dataset's ``val``) refused before step 1, naming the key (``test_one_class_folder_is_refused_in_eval``,
+  ``test_one_class_zero_shot_entry_is_refused_before_training``,
+  ``test_one_class_folder_dataset_val_is_refused_before_training``).
+- a class whose images are all unreadable -> named in a one-line warning and left out of num_classes, chance and
+  every metric, as if absent (``test_a_class_of_unreadable_files_is_left_out_of_every_metric``).
+- a phone JPEG stored sideways (EXIF Orientation 6 / 8) -> decoded upright in the folder, CSV, webdataset,
+  eval-stream and zero-shot paths (``test_exif_orientation_*``).
 """
 
 from __future__ import annotations
