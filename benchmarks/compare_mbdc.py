@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 
-import _common as C  # noqa: N812  (also puts the repo root on sys.path)
+import _common as C  # also puts the repo root on sys.path
 import torch
 
 #: issue 8's goals for mbdc_paper: at least `speedup` x faster than the baseline, within `floor` x of the
@@ -296,15 +296,15 @@ def header(device: str, args) -> list[str]:
         f"# Pooling benchmark: mbdc_paper vs baseline vs floor ({device})",
         "",
         *C.machine_lines(device),
-        "- step = forward + `output.sum().backward()`; tokens and guide require grad; parameter grads reset to None"
-        " before each step; modules in train mode (dropout 0.5 and batch statistics active)",
-        "- variants: `baseline` = benchmarks/reference_mbdc.py (published formulation: loop over heads, all-ones"
+        ("- step = forward + `output.sum().backward()`; tokens and guide require grad; parameter grads reset to None"
+        " before each step; modules in train mode (dropout 0.5 and batch statistics active)"),
+        ("- variants: `baseline` = benchmarks/reference_mbdc.py (published formulation: loop over heads, all-ones"
         " centring, CPU-built triu index, no count factor); `floor` = benchmarks/floor_mbdc.py: the head's dense"
         " layers alone (in-projection, shared reduction linear, LayerNorm + square Linear + out Linear). By design"
         " the floor leaves out what is not a dense layer but every implementation must still pay: guide weighting,"
-        " BatchNorm, ReLU, dropout, the BDC (Gram product, distances, centring) and the upper triangle",
-        "- ops / step: aten operators dispatched by one float32 step (forward + backward), views left out;"
-        " on a GPU each is at least one kernel launch (a few microseconds), the cost that does not shrink with size",
+        " BatchNorm, ReLU, dropout, the BDC (Gram product, distances, centring) and the upper triangle"),
+        ("- ops / step: aten operators dispatched by one float32 step (forward + backward), views left out;"
+        " on a GPU each is at least one kernel launch (a few microseconds), the cost that does not shrink with size"),
         "- peak memory: " + (
             "peak bytes live in the PyTorch CPU allocator during one warmed-up step, from its start"
             " (profiler `[memory]` events, `Total Allocated`), parameter gradients included"

@@ -78,6 +78,7 @@ def main(argv=None) -> None:
             fresh.append(first_batch_s(pattern, args, None))
             resumed.append(first_batch_s(pattern, args, state))
     f, r = statistics.median(fresh), statistics.median(resumed)
+    print("# Resume without replay: time to the first batch of a sharded run, fresh vs resumed\n")
     print(*C.machine_lines("cpu"), sep="\n")
     print(f"- {shards} shards x {per_shard} JPEGs ({args.image_size} px), batch {args.batch}, {args.workers} workers, "
           f"shuffle block {args.shuffle_buffer}; {args.rounds} interleaved rounds")

@@ -475,3 +475,13 @@ def test_value_checks_warn_only_for_real_non_finite_inputs():
     tokens[2, 1, 0] = float("-inf")
     with pytest.warns(RuntimeWarning, match=r"batch row\(s\) \[0, 2\]"):
         pool(tokens, mask=mask, guide=guide)
+
+
+def test_gram_backward_is_autograd_of_the_product():
+    """`functional.Gram`'s one-product backward equals autograd through ``z @ z^T`` (and gradcheck)."""
+    z = torch.randn(3, 4, 7, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(3, 4, 4, dtype=torch.float64)
+    (ours,) = torch.autograd.grad(Fn.Gram.apply(z), z, grad)
+    (reference,) = torch.autograd.grad(z @ z.transpose(-1, -2), z, grad)
+    torch.testing.assert_close(ours, reference)
+    assert torch.autograd.gradcheck(Fn.Gram.apply, (z,))

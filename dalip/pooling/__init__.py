@@ -13,8 +13,8 @@ from dalip.pooling.mbdc import MBDC, ReduceWithGuideCosine, guide_softmax, guide
 from dalip.pooling.second_order import MatrixPool
 
 __all__ = [
-    "BDCPool", "BDCScale", "ClsPool", "CovPool", "GroupNormLayer", "MBDC", "MaskedBatchNorm", "MatrixPool",
-    "MeanPool", "POOLERS", "Pooler", "ReduceWithGuideCosine", "TokenReduction", "check_pool_inputs",
+    "MBDC", "POOLERS", "BDCPool", "BDCScale", "ClsPool", "CovPool", "GroupNormLayer", "MaskedBatchNorm",
+    "MatrixPool", "MeanPool", "Pooler", "ReduceWithGuideCosine", "TokenReduction", "check_pool_inputs",
     "create_pooler", "functional", "guide_softmax", "guide_weighted_projection", "list_poolers",
     "register_pooler", "value_checks",
 ]

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "Gram",
     "autocast_off",
     "bdc",
     "bdc_scale",
@@ -70,6 +72,26 @@ def token_counts(z: Tensor, mask: Tensor | None) -> Tensor:
     return mask.sum(-1, dtype=dtype).view(-1, 1, 1)
 
 
+class Gram(torch.autograd.Function):
+    """``z @ z^T`` whose backward is one product, ``(g + g^T) @ z``.
+
+    Autograd would differentiate the two operands apart: two batched products and the sum of
+    two ``(b, r, m)`` gradients, where one product on the symmetrised ``(b, r, r)`` gradient does.
+
+    Shapes: ``z (b, r, m)`` -> ``(b, r, r)``.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:
+        ctx.save_for_backward(z)
+        return z @ z.transpose(-1, -2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (z,) = ctx.saved_tensors
+        return (grad + grad.transpose(-1, -2)) @ z
+
+
 def _zero_padding(z: Tensor, mask: Tensor | None) -> Tensor:
     return z if mask is None else z.masked_fill(~mask.unsqueeze(1), 0)
 
@@ -100,7 +122,7 @@ def pairwise_distances(
     z = _zero_padding(z, mask)
     if scale is None:
         scale = bdc_scale(z, mask)
-    gram = z @ z.transpose(-1, -2)  # b r r
+    gram = Gram.apply(z)  # b r r
     sq_norms = gram.diagonal(dim1=-2, dim2=-1)  # b r
     sq_dist = (sq_norms.unsqueeze(-1) + sq_norms.unsqueeze(-2) - 2 * gram).clamp_min(0)
     return torch.sqrt(sq_dist * scale + eps)

@@ -120,10 +120,10 @@ def guide_weighted_projection(x: Tensor, weight: Tensor, guide: Tensor, mask: Te
 @register_pooler("mbdc")
 @register_pooler(
     "mbdc_paper",
-    defaults=dict(
-        heads=4, reduced_dim=46, guide_weighting=True, in_proj=True, shared_reduction=True,
-        norm="batch", dropout=0.5, square_proj=True,
-    ),
+    defaults={
+        "heads": 4, "reduced_dim": 46, "guide_weighting": True, "in_proj": True, "shared_reduction": True,
+        "norm": "batch", "dropout": 0.5, "square_proj": True,
+    },
     description="The published DALIP head (4 heads, r=46, BatchNorm reduction, dropout 0.5, square projection).",
 )
 class MBDC(Pooler):
