@@ -108,9 +108,8 @@ def _warn_non_finite_rows(tokens: Tensor, mask: Tensor | None, guide: Tensor | N
     One sum over the inputs tells whether any value is NaN/Inf (a sum holding one is not finite);
     only then, or when the sum overflows, are the values read one by one.
     """
-    total = tokens.sum(dtype=torch.promote_types(tokens.dtype, torch.float32)) if mask is None else (
-        tokens.sum(-1, dtype=torch.promote_types(tokens.dtype, torch.float32)).masked_fill(~mask, 0).sum()
-    )
+    per_token = tokens.sum(-1, dtype=torch.promote_types(tokens.dtype, torch.float32))  # b n (fp16 overflows)
+    total = (per_token if mask is None else per_token.masked_fill(~mask, 0)).sum()
     if guide is not None:
         total = total + guide.sum(dtype=total.dtype)
     if bool(total.isfinite()):
