@@ -87,6 +87,7 @@ def run_session(tmp_path: Path, *stages: str, total_s: int = 3000) -> tuple[subp
     return proc, out
 
 
+@pytest.mark.slow  # the small version: the stage-budget test below runs the session script too
 def test_gpu_session_runs_its_stages_and_packs_the_results(tmp_path):
     kept = ROOT / "benchmarks" / "results" / "train_step_cpu.md"
     before = kept.read_bytes() if kept.exists() else None
@@ -109,6 +110,7 @@ def test_gpu_session_skips_stages_past_its_time_budget_and_rejects_unknown_ones(
     assert proc.returncode == 2 and "unknown stage warp" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # decodes the embedded training set twice; the stream-resume script test reads TrainBatches too
 def test_epoch_boundary_script_reads_across_epochs():
     text = run_script("epoch_boundary.py", "--batch", "512", "--workers", "1", "--epochs", "2", "--step-s", "0",
                       "--image-size", "32")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "assets" / "tiny-train.yaml")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -31,6 +33,7 @@ def test_mbdc_in_a_timm_classifier():
     assert " mean pooler + linear: test top-1" in out and " mbdc pooler + linear: test top-1" in out
 
 
+@pytest.mark.slow  # the small version: tests/test_docs.py runs examples/tutorials/quickstart.py
 def test_quickstart_training_from_python(tmp_path):
     out = run_example("quickstart_training.py", "--output", str(tmp_path), "--smoke")
     assert "model effl0-minilm" in out and "combined: twemoji-domain concepts top-1" in out

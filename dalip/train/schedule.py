@@ -67,7 +67,9 @@ def lr_multiplier(
         step: the optimizer step, 0-based.
         warmup_steps: steps of the linear warmup (0: none).
         total_steps: the run's length (``optim.steps``).
-        cooldown_steps, end, power: the cooldown of ``const-cooldown`` (see `warmup_const_cooldown`).
+        cooldown_steps: ``const-cooldown``: the steps of the final decay (see `warmup_const_cooldown`).
+        end: ``const-cooldown``: the multiplier reached at the last step.
+        power: ``const-cooldown``: the decay's exponent (1 linear).
     """
     if schedule == "cosine":
         return warmup_cosine(step, warmup_steps, total_steps)
