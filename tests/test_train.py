@@ -525,3 +525,18 @@ def test_eval_results_reach_tensorboard_and_wandb_at_every_eval(tmp_path, monkey
     at_2 = json.loads((run / "eval_step2.json").read_text())
     assert {k: v for (k, s), v in logged.items() if s == 2} == eval_scalars(at_2)
     assert not any("chance" in k or "num_" in k for k, _ in logged)
+
+
+def test_resume_with_dropout_is_exact(tmp_path):
+    """A resumed run draws the same dropout as the uninterrupted one: creating the data loader at the resumed
+    step must not consume the global RNG (it has its own generator)."""
+    from dalip.runs import load_config
+    from dalip.train import train
+
+    config = load_config(TINY, ["optim.steps=4", "run.log_every=1", "run.checkpoint_every=2",
+                                "model.second_order=mbdc_paper", "model.second_options={}",  # dropout 0.5
+                                "eval.embeddings=[first]", "data.spec.eval_subsets=[domain]", "data.batch_size=8"])
+    train(config, tmp_path / "straight")
+    train(config, tmp_path / "resumed", stop_after=2)
+    train(config, tmp_path / "resumed", resume=True)
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
