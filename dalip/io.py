@@ -8,11 +8,11 @@ leaves the old file or the new one under the real name, never a torn file.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "atomic_write_text", "fsync_dir", "write_synced"]
+__all__ = ["atomic_write", "atomic_write_text", "folder_entries", "fsync_dir", "preview", "write_synced"]
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -71,3 +71,14 @@ def atomic_write(
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """`atomic_write` of ``text`` encoded as UTF-8."""
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def folder_entries(folder: str | os.PathLike[str]) -> list[str]:
+    """The sorted names in ``folder`` (``[]`` when it does not exist): what an output folder already holds."""
+    folder = Path(folder)
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def preview(names: Sequence[str], at_most: int = 4) -> str:
+    """The first ``at_most`` names, comma-separated, ``, ...`` when there are more (for one-line messages)."""
+    return ", ".join(names[:at_most]) + (", ..." if len(names) > at_most else "")

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from dalip.errors import RunFolderError
-from dalip.io import atomic_write, atomic_write_text
+from dalip.io import atomic_write, atomic_write_text, folder_entries, preview
 from dalip.models.configs import portable_model_config
 from dalip.models.dalip_model import DALIPModel
 from dalip.models.export_loading import (
@@ -104,10 +104,10 @@ def _claim_export_folder(output: Path, overwrite: bool) -> None:
     """Refuse a file or a non-empty folder; with ``overwrite``, delete a previous export's files (only those)."""
     if output.exists() and not output.is_dir():
         raise RunFolderError(f"export output {output} is a file, not a folder")
-    found = sorted(p.name for p in output.iterdir()) if output.is_dir() else []
+    found = folder_entries(output)
     if found and not overwrite:
         raise RunFolderError(
-            f"export output {output} is not empty ({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}); "
+            f"export output {output} is not empty ({preview(found)}); "
             "pass --overwrite (overwrite=True) to replace a previous export there (only its files are deleted), "
             "or choose another --output"
         )

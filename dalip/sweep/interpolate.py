@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from dalip.errors import ConfigError, RunFolderError
+from dalip.io import folder_entries, preview
 from dalip.models import DALIPModel, get_tokenizer
 from dalip.models.checkpoint import read_state_dict
 from dalip.runs import build_model
@@ -58,15 +59,14 @@ def claim_output(output: Path, overwrite: bool) -> list[Path]:
     Raises:
         RunFolderError: ``output`` is not empty and ``overwrite`` is not set.
     """
-    found = sorted(p.name for p in output.iterdir()) if output.is_dir() else []
+    found = folder_entries(output)
     if found and not overwrite:
-        raise RunFolderError(f"--output {output} is not empty ({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}"
-                             "); pass --overwrite to replace a previous interpolation there, or choose another "
+        raise RunFolderError(f"--output {output} is not empty ({preview(found)}); pass --overwrite to replace a previous interpolation there, or choose another "
                              "--output")
     own = [output / name for name in found if OUTPUT_FILES.fullmatch(name)]
     if own:
-        print(f"--overwrite: deleting the previous interpolation in {output} ({', '.join(p.name for p in own[:4])}"
-              f"{', ...' if len(own) > 4 else ''})", flush=True)
+        print(f"--overwrite: deleting the previous interpolation in {output} ({preview([p.name for p in own])})",
+              flush=True)
     for path in own:
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     return own

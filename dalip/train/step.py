@@ -60,11 +60,6 @@ class StepStats:
         self.images += other.images
         self.skipped += other.skipped
 
-    def means(self) -> dict[str, float]:
-        """Mean loss and parts per step (one host sync, at logging time only)."""
-        n = max(self.steps, 1)
-        return {"loss": self.loss.item() / n, **{f"loss/{k}": v.item() / n for k, v in self.parts.items()}}
-
 
 # ------------------------------------------------------------------ pieces
 def micro_inputs(batch: Any, tokenizer: Any, config: TrainConfig, device: torch.device,
